@@ -1,0 +1,118 @@
+"""The seam between convlab's core and a framework: the :class:`Backend` base class.
+
+A backend is a small class whose methods are one or two lines of its
+framework's own ops. The core has already validated every argument, resolved
+padding to explicit ``((top, bottom), (left, right))`` pairs, converted inputs
+to the backend's tensors of one float dtype and lifted them to 4-D, so a
+primitive never has to check anything. Frameworks are imported inside the
+methods (or in ``__init__``), never at module import, so that registering a
+backend costs nothing.
+
+To plug in a new framework, subclass :class:`Backend`, implement the methods
+that raise ``NotImplementedError`` and register the class under the
+``convlab.backends`` entry-point group or with :func:`convlab.register_backend`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence, Tuple
+
+import numpy as np
+
+Pair = Tuple[int, int]
+Pads = Tuple[Pair, Pair]
+
+
+class Backend:
+    #: the name users pass as ``backend=``
+    name: str = ""
+    #: top-level modules whose tensors this backend owns (checked in ``sys.modules`` before ``is_tensor``)
+    framework_modules: Tuple[str, ...] = ()
+    #: what to ``pip install`` to get this backend
+    package: str = ""
+
+    # -- tensors ----------------------------------------------------------------------------
+    def version(self) -> str:
+        """The framework's version string."""
+        raise NotImplementedError
+
+    def is_tensor(self, x: Any) -> bool:
+        """True when ``x`` is one of this framework's tensors (or variables, parameters, tracers)."""
+        raise NotImplementedError
+
+    def dtype_name(self, x: Any) -> str:
+        """NumPy-style dtype name of a tensor of this framework: ``"float32"``, ``"int64"``, ``"bool"``..."""
+        return np.dtype(x.dtype).name
+
+    def device_of(self, x: Any) -> Any:
+        """Where a tensor lives (for the mixed-device check); None if the framework has one device."""
+        return None
+
+    def check_float64(self) -> None:
+        """Raise a ConvlabTypeError when this backend cannot compute in float64 right now."""
+
+    def asarray(self, x: Any, dtype: str) -> Any:
+        """A tensor of this framework with ``dtype`` from a NumPy array or one of its own tensors."""
+        raise NotImplementedError
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        """Copy a tensor to a NumPy array (tests and bundles only; no op uses this)."""
+        raise NotImplementedError
+
+    # -- array plumbing used by the core (reshapes, the analytic gradients) -----------------
+    def reshape(self, x: Any, shape: Sequence[int]) -> Any:
+        return x.reshape(tuple(shape))
+
+    def transpose(self, x: Any, axes: Sequence[int]) -> Any:
+        raise NotImplementedError
+
+    def flip(self, x: Any, axes: Sequence[int]) -> Any:
+        raise NotImplementedError
+
+    def pad(self, x: Any, pads: Sequence[Pair], value: float = 0.0) -> Any:
+        """Constant padding; ``pads`` has one ``(before, after)`` pair per axis."""
+        raise NotImplementedError
+
+    def sum(self, x: Any, axes: Sequence[int]) -> Any:
+        raise NotImplementedError
+
+    def matmul(self, a: Any, b: Any) -> Any:
+        return a @ b
+
+    # -- compute primitives -----------------------------------------------------------------
+    def conv2d(self, x: Any, k: Any, stride: Pair, pads: Pads, dilation: Pair, channels_last: bool) -> Any:
+        """Cross-correlation of a 4-D input with a 4-D kernel, without bias.
+
+        channels_first: x is NCHW and k is OIHW; channels_last: x is NHWC and k is HWIO.
+        """
+        raise NotImplementedError
+
+    def pool2d(
+        self,
+        x: Any,
+        window: Pair,
+        stride: Pair,
+        pads: Pads,
+        mode: str,
+        count_include_pad: bool,
+        channels_last: bool,
+    ) -> Any:
+        """Max (padding with -inf) or average pooling of a 4-D input."""
+        raise NotImplementedError
+
+    # -- training and layers ----------------------------------------------------------------
+    def value_and_grad(self, fn: Callable[[list], Any]) -> Callable[[list], Tuple[Any, list]]:
+        """A function of ``params`` returning ``(fn(params), gradients of fn w.r.t. each param)``.
+
+        ``fn`` maps a list of tensors to a scalar tensor; the returned function is called once per
+        training step, so a framework may compile it (JAX jits it).
+        """
+        raise NotImplementedError
+
+    def conv2d_layer(self, config: dict, weight: np.ndarray, bias: np.ndarray | None) -> Any:
+        """A native trainable layer; ``config`` holds the keyword arguments of :func:`convlab.conv2d`."""
+        raise NotImplementedError
+
+    def pool2d_layer(self, config: dict) -> Any:
+        """A native pooling layer; ``config`` holds the keyword arguments of :func:`convlab.pool2d`."""
+        raise NotImplementedError
