@@ -43,8 +43,7 @@ def _pair_cached(name: str, value: Any, minimum: int) -> Pair:
 
 def to_pair(name: str, value: IntOrPair, minimum: int = 1) -> Pair:
     """``3 -> (3, 3)``, ``(2, 3) -> (2, 3)``; checks ``>= minimum``."""
-    if isinstance(value, list):
-        value = tuple(value)
+    value = _freeze(value)
     try:
         return _pair_cached(name, value, minimum)
     except TypeError as error:  # unhashable entries
@@ -62,10 +61,27 @@ def check_data_format(data_format: str) -> bool:
     raise ConvlabValueError(f"data_format must be one of {DATA_FORMATS}, got {data_format!r}")
 
 
+class _Opaque:
+    """Wraps a value that is neither int nor str in a cache key, so that 1.0 or True never hits the entry of 1."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any):
+        self.value = value
+
+    def __repr__(self) -> str:
+        return repr(self.value)
+
+
 def _freeze(value: Any) -> Any:
+    """A hashable, type-exact cache key: tuples for sequences, ints and strings as they are."""
     if isinstance(value, (list, tuple)):
         return tuple(_freeze(v) for v in value)
-    return value
+    if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    if _is_int(value):
+        return int(value)
+    return _Opaque(value)
 
 
 def resolve_pads(

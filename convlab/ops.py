@@ -464,6 +464,11 @@ def _pool_geometry(x_shape, pool_size, mode, stride, padding, data_format) -> Po
         raise ConvlabValueError(f"X must not be empty; got X of shape {x_shape}")
     spatial = (x4[1], x4[2]) if channels_last else (x4[2], x4[3])
     pads = resolve_pads(padding, spatial, window, stride_pair, (1, 1))
+    if any(max(pad) >= size for pad, size in zip(pads, window)):
+        raise ConvlabValueError(
+            f"padding must be smaller than pool_size on each side, so that every window sees a real pixel; "
+            f"got padding {padding!r} (pads {pads}) with pool_size {window}"
+        )
     out_h, out_w = output_hw(spatial, pads, window, stride_pair, (1, 1))
     if channels_last:
         out4 = (x4[0], out_h, out_w, x4[3])
