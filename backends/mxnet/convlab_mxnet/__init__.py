@@ -1,0 +1,454 @@
+"""convlab's MXNet backend: primitives are ``mxnet.numpy`` / ``npx`` ops; layers are Gluon ``HybridBlock``s.
+
+Importing this module does not import MXNet: the framework is imported when the backend is first
+created (``convlab.get_backend("mxnet")``, or the first MXNet array convlab sees), and the layer
+classes are built on first access. Nothing here switches MXNet's global NumPy mode (``npx.set_np()``):
+the primitives work on ``mxnet.np.ndarray`` in either mode, and the layers are scoped with ``use_np``.
+
+Example:
+    >>> from mxnet import np
+    >>> import convlab as cl
+    >>> cl.corr2d(np.arange(9.0).reshape(3, 3), np.array([[0.0, 1.0], [2.0, 3.0]])).tolist()
+    [[19.0, 25.0], [37.0, 43.0]]
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, NamedTuple, Optional, Sequence, Tuple
+
+import numpy as np
+
+import convlab
+from convlab.backend import Backend, Pads, Pair
+from convlab.errors import ConvlabTypeError, ConvlabValueError
+
+__all__ = ["MxnetBackend", "MxnetConv2D", "MxnetPool2D"]
+
+#: the most axes MXNet's pad operator accepts
+MAX_PAD_RANK = 5
+
+
+class _Ops(NamedTuple):
+    """The MXNet namespaces one kind of value computes with: arrays (imperative) or symbols (hybridized)."""
+
+    np: Any  # mxnet.numpy or mxnet.symbol.numpy
+    npx: Any  # mxnet.numpy_extension or mxnet.symbol.numpy_extension
+    pad: Callable[..., Any]  # the _npi_pad operator itself
+
+
+@functools.cache
+def _namespaces() -> Tuple[_Ops, _Ops]:
+    """(array ops, symbol ops), importing MXNet on first use."""
+    import mxnet
+    import mxnet.ndarray.numpy._internal as array_internal
+    import mxnet.symbol.numpy._internal as symbol_internal
+
+    # why: mxnet.np.pad (1.9.1) drops constant_values (its "constant" branch has no return), so call _npi_pad
+    return (
+        _Ops(mxnet.np, mxnet.npx, array_internal.pad),
+        _Ops(mxnet.symbol.np, mxnet.symbol.npx, symbol_internal.pad),
+    )
+
+
+def _convolution(ops: _Ops, x, k, window: Pair, out_channels: int, stride, pads, dilation, channels_last: bool):
+    """Cross-correlation of NCHW x with OIHW k (NHWC / HWIO when channels_last) on arrays or symbols."""
+    if channels_last:  # why: MXNet 1.x runs layout="NHWC" convolutions on GPU only
+        x, k = x.transpose((0, 3, 1, 2)), k.transpose((3, 2, 0, 1))
+    (top, bottom), (left, right) = pads
+    if top != bottom or left != right:  # why: npx.convolution pads symmetrically only
+        x = ops.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)), mode="constant", constant_value=0.0)
+        top = left = 0
+    y = ops.npx.convolution(
+        x, k, kernel=window, stride=stride, dilate=dilation, pad=(top, left), num_filter=out_channels, no_bias=True
+    )
+    return y.transpose((0, 2, 3, 1)) if channels_last else y
+
+
+def _pooling(ops: _Ops, x, window: Pair, stride: Pair, pads: Pads, mode: str, count_include_pad: bool, channels_last):
+    """Max (padding with -inf) or average pooling of NCHW (or NHWC) arrays or symbols."""
+    if channels_last:  # why: MXNet 1.x pools layout="NHWC" on GPU only
+        x = x.transpose((0, 3, 1, 2))
+    (top, bottom), (left, right) = pads
+    pool = ops.npx.pooling
+    # why: MXNet pads max pooling with the dtype's lowest finite value, not -inf, so a window made only of
+    # padding would give -3.4e38; native padding is used only when it is symmetric and every window sees a pixel
+    if top == bottom and left == right and top < window[0] and left < window[1]:
+        y = pool(x, kernel=window, stride=stride, pad=(top, left), pool_type=mode, count_include_pad=count_include_pad)
+    else:
+        width = ((0, 0), (0, 0), (top, bottom), (left, right))
+        fill = -float("inf") if mode == "max" else 0.0
+        padded = ops.pad(x, width, mode="constant", constant_value=fill)
+        if mode == "max" or count_include_pad:
+            y = pool(padded, kernel=window, stride=stride, pool_type=mode)
+        else:  # window sums divided by the number of real pixels in each window
+            sums = pool(padded, kernel=window, stride=stride, pool_type="sum")
+            real = ops.pad(ops.np.ones_like(x[:1, :1]), width, mode="constant", constant_value=0.0)
+            y = sums / pool(real, kernel=window, stride=stride, pool_type="sum")
+    return y.transpose((0, 2, 3, 1)) if channels_last else y
+
+
+class MxnetBackend(Backend):
+    """The convlab backend for ``mxnet.np.ndarray`` (and legacy ``mxnet.nd.NDArray``, taken without a copy).
+
+    Results are ``mxnet.np.ndarray`` on the input's context, in float32 or float64 like the input.
+
+    Example:
+        >>> from mxnet import np
+        >>> import convlab as cl
+        >>> y = cl.pool2d(np.ones((1, 1, 4, 4), dtype="float64"), 2, "avg", stride=2)
+        >>> y.dtype.name, y.shape
+        ('float64', (1, 1, 2, 2))
+    """
+
+    name = "mxnet"
+    framework_modules = ("mxnet",)
+    package = "convlab-mxnet"
+
+    def __init__(self) -> None:
+        import mxnet
+
+        self._mx = mxnet
+        self._ops, self._symbol_ops = _namespaces()
+        self._NDArray = mxnet.nd.NDArray  # the base class of mxnet.np.ndarray too
+        self._ndarray = mxnet.np.ndarray
+        self._Symbol = mxnet.sym.Symbol
+        self._dtypes = {"float32": np.dtype("float32"), "float64": np.dtype("float64")}
+
+    # -- tensors ----------------------------------------------------------------------------------
+    def version(self) -> str:
+        return str(self._mx.__version__)
+
+    def is_tensor(self, x: Any) -> bool:
+        return isinstance(x, (self._NDArray, self._Symbol))
+
+    def dtype_name(self, x: Any) -> str:
+        if isinstance(x, self._Symbol):  # claimed by is_tensor so that the error names MXNet, not a missing backend
+            raise ConvlabTypeError(
+                "convlab functions need concrete MXNet arrays, got a Symbol: inside a hybridized block use "
+                "cl.Conv2D / cl.MaxPool2D / cl.AvgPool2D (Gluon HybridBlocks) instead"
+            )
+        return np.dtype(x.dtype).name
+
+    def device_of(self, x: Any) -> Any:
+        return x.ctx
+
+    def asarray(self, x: Any, dtype: str) -> Any:
+        target = self._dtypes[dtype]
+        if isinstance(x, self._NDArray):
+            if not isinstance(x, self._ndarray):
+                x = x.as_np_ndarray()  # legacy NDArray: a new handle on the same memory, no copy
+            return x if x.dtype == target else x.astype(target)
+        return self._mx.np.array(x, dtype=target)
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        return x.asnumpy()
+
+    # -- array plumbing ---------------------------------------------------------------------------
+    def transpose(self, x: Any, axes: Sequence[int]) -> Any:
+        return x.transpose(tuple(axes))
+
+    def flip(self, x: Any, axes: Sequence[int]) -> Any:
+        return self._mx.np.flip(x, tuple(axes))
+
+    def pad(self, x: Any, pads: Sequence[Pair], value: float = 0.0) -> Any:
+        if not any(before or after for before, after in pads):
+            return x
+        width = tuple((int(before), int(after)) for before, after in pads)
+        if len(width) <= MAX_PAD_RANK:
+            return self._ops.pad(x, width, mode="constant", constant_value=float(value))
+        # why: _npi_pad handles at most 5 axes (the core's stride spreading pads 6); padding an axis is padding
+        # the block it forms with the unpadded axes after it, so merge those and pad fewer, longer axes
+        half = len(width) // 2
+        if any(any(pair) for pair in width[:half]) and any(any(pair) for pair in width[half:]):
+            front = width[:half] + ((0, 0),) * (len(width) - half)
+            return self.pad(self.pad(x, front, value), ((0, 0),) * half + width[half:], value)
+        shape, merged_shape, merged_width = x.shape, [], []
+        for size, (before, after) in zip(x.shape, width):
+            if merged_shape and before == after == 0:
+                merged_shape[-1] *= size
+                merged_width[-1] = (merged_width[-1][0] * size, merged_width[-1][1] * size)
+            else:
+                merged_shape.append(size)
+                merged_width.append((before, after))
+        padded = self.pad(x.reshape(tuple(merged_shape)), tuple(merged_width), value)
+        return padded.reshape(tuple(n + before + after for n, (before, after) in zip(shape, width)))
+
+    def sum(self, x: Any, axes: Sequence[int]) -> Any:
+        return x.sum(axis=tuple(axes))
+
+    # -- compute primitives -----------------------------------------------------------------------
+    def conv2d(self, x: Any, k: Any, stride: Pair, pads: Pads, dilation: Pair, channels_last: bool) -> Any:
+        shape = k.shape
+        window, out_channels = (shape[:2], shape[3]) if channels_last else (shape[2:], shape[0])
+        return _convolution(self._ops, x, k, window, out_channels, stride, pads, dilation, channels_last)
+
+    def pool2d(
+        self,
+        x: Any,
+        window: Pair,
+        stride: Pair,
+        pads: Pads,
+        mode: str,
+        count_include_pad: bool,
+        channels_last: bool,
+    ) -> Any:
+        return _pooling(self._ops, x, window, stride, pads, mode, count_include_pad, channels_last)
+
+    # -- training and layers ----------------------------------------------------------------------
+    def value_and_grad(self, fn: Callable[[list], Any]) -> Callable[[list], Tuple[Any, list]]:
+        autograd = self._mx.autograd
+
+        def step(params: list) -> Tuple[Any, list]:
+            leaves = [p.detach() for p in params]  # new handles on the same memory: the caller's arrays stay untouched
+            for leaf in leaves:
+                leaf.attach_grad()
+            with autograd.record():
+                loss = fn(leaves)
+            loss.backward()
+            return loss.detach(), [leaf.grad for leaf in leaves]
+
+        return step
+
+    def conv2d_layer(self, config: dict, weight: np.ndarray, bias: np.ndarray | None) -> Any:
+        return _layer_classes()[0](config, weight, bias, self)
+
+    def pool2d_layer(self, config: dict) -> Any:
+        return _layer_classes()[1](config, self)
+
+
+# -- Gluon layers ---------------------------------------------------------------------------------
+
+
+class _Plan(NamedTuple):
+    """What a hybridized layer's graph depends on; the layer traces again when it changes."""
+
+    rank: int  # of the input
+    lift: Optional[Tuple[Tuple[int, ...], Tuple[int, ...]]]  # (4-D input shape, output shape) for 2-D/3-D inputs
+    pads: Pads
+    input_dtype: Optional[str]  # None: take the input as it comes (inside a hybridized parent)
+    dtype: str  # the dtype the layer computes in
+
+
+def _plan(rank: int, geometry: Any, input_dtype: Optional[str], dtype: str) -> _Plan:
+    lift = None if rank == 4 else (geometry.x4, geometry.out)
+    return _Plan(rank, lift, geometry.pads, input_dtype, dtype)
+
+
+def _shape_free_pads(name: str, config: dict) -> None:
+    """Inside a hybridized parent the input shape is unknown: refuse padding that depends on it."""
+    padding, stride = config["padding"], config["stride"]
+    if isinstance(padding, str) and padding.lower() == "same" and stride not in (1, (1, 1)):
+        raise ConvlabValueError(
+            f"{name} with padding='same' and stride {stride} needs the input size, which a hybridized parent "
+            f"block does not give its children: use explicit padding, or do not hybridize the parent"
+        )
+
+
+@functools.cache
+def _layer_classes() -> Tuple[type, type]:
+    """Build the HybridBlock classes on first use, so that importing this module does not import MXNet."""
+    import mxnet
+    from mxnet.gluon import HybridBlock
+    from mxnet.util import use_np
+
+    from convlab.arguments import to_pair
+    from convlab.ops import _describe, _geometry, _pool_geometry
+
+    symbol_ops = _namespaces()[1]
+    NDArray, ndarray, Symbol = mxnet.nd.NDArray, mxnet.np.ndarray, mxnet.sym.Symbol
+
+    @use_np
+    class MxnetConv2D(HybridBlock):
+        """convlab's Conv2D as a Gluon ``HybridBlock``: ``weight`` (Co, C, kh, kw) and ``bias`` (Co,) parameters.
+
+        The parameters come initialized with convlab's seeded weights (``force_reinit`` restores them).
+        Trains with ``autograd.record`` and ``gluon.Trainer``, imperative or after ``hybridize()``.
+
+        Example:
+            >>> from mxnet import np
+            >>> import convlab as cl
+            >>> layer = cl.Conv2D(3, 2, 4, padding=1, seed=0, backend="mxnet")
+            >>> layer.hybridize()
+            >>> layer(np.ones((1, 2, 5, 5))).shape, layer.weight.shape
+            ((1, 4, 5, 5), (4, 2, 3, 3))
+        """
+
+        def __init__(self, config: dict, weight: np.ndarray, bias: Optional[np.ndarray], backend: MxnetBackend):
+            super().__init__()
+            self.config = dict(config)
+            self._backend = backend
+            self._stride = to_pair("stride", config["stride"])
+            self._dilation = to_pair("dilation", config["dilation"])
+            self._plan: Optional[_Plan] = None
+            with self.name_scope():
+                self.weight = self.params.get(
+                    "weight", shape=weight.shape, dtype=weight.dtype, init=mxnet.init.Constant(weight)
+                )
+                self.bias = None
+                if bias is not None:
+                    bias_init = mxnet.init.Constant(bias)
+                    self.bias = self.params.get("bias", shape=bias.shape, dtype=bias.dtype, init=bias_init)
+            self.initialize()
+
+        def forward(self, x: Any) -> Any:
+            if isinstance(x, NDArray):
+                if not isinstance(x, ndarray):
+                    x = x.as_np_ndarray()  # legacy NDArray: same memory, numpy-mode handle
+                if self._active:  # validate with the core now: MXNet would raise only at the next read
+                    self._retrace_for(x)
+                return super().forward(x)
+            if isinstance(x, Symbol):  # inside a hybridized parent: no input shape, so shape-free pads only
+                _shape_free_pads("Conv2D", self.config)
+                shape = self.weight.shape
+                channels, window = (shape[2], shape[:2]) if self._channels_last else (shape[1], shape[2:])
+                smallest = tuple((k - 1) * d + 1 for k, d in zip(window, self._dilation))
+                x4 = (1,) + smallest + (channels,) if self._channels_last else (1, channels) + smallest
+                self._plan = _Plan(4, None, self._geometry(x4).pads, None, np.dtype(self.weight.dtype).name)
+                return super().forward(x)
+            # NumPy arrays and lists: the core converts them; other frameworks' tensors: the core refuses them
+            bias = None if self.bias is None else self.bias.data()
+            return convlab.conv2d(x, self.weight.data(), bias, backend=self._backend, **self.config)
+
+        @property
+        def _channels_last(self) -> bool:
+            return self.config["data_format"] == "channels_last"
+
+        def _geometry(self, x_shape: Tuple[int, ...]) -> Any:
+            config = self.config
+            bias_shape = None if self.bias is None else self.bias.shape
+            return _geometry(
+                x_shape,
+                self.weight.shape,
+                bias_shape,
+                config["stride"],
+                config["padding"],
+                config["dilation"],
+                config["data_format"],
+            )
+
+        def _retrace_for(self, x: Any) -> None:
+            described = _describe(self._backend, "X", x)
+            geometry = self._geometry(described.shape)
+            weight_dtype = np.dtype(self.weight.dtype).name
+            dtype = "float64" if "float64" in (described.dtype, weight_dtype) else "float32"
+            plan = _plan(len(described.shape), geometry, np.dtype(x.dtype).name, dtype)
+            if plan != self._plan:
+                self._clear_cached_op()
+                self._plan = plan
+
+        def hybrid_forward(self, F: Any, x: Any, weight: Any, bias: Any = None) -> Any:
+            if not isinstance(x, Symbol):  # imperative: the whole core path, validation included
+                return convlab.conv2d(x, weight, bias, backend=self._backend, **self.config)
+            plan = self._plan
+            weight_dtype = np.dtype(self.weight.dtype).name
+            if plan.input_dtype is not None and plan.input_dtype != plan.dtype:
+                x = x.astype(plan.dtype)  # integer inputs compute in float32, float32 with float64 in float64
+            if weight_dtype != plan.dtype:
+                weight = weight.astype(plan.dtype)
+                bias = None if bias is None else bias.astype(plan.dtype)
+            if plan.lift is not None:
+                x = x.reshape(plan.lift[0])
+            shape = self.weight.shape
+            window, out_channels = (shape[:2], shape[3]) if self._channels_last else (shape[2:], shape[0])
+            y = _convolution(
+                symbol_ops,
+                x,
+                weight,
+                window,
+                out_channels,
+                self._stride,
+                plan.pads,
+                self._dilation,
+                self._channels_last,
+            )
+            if bias is not None:
+                y = y + bias.reshape((1, 1, 1, -1) if self._channels_last else (1, -1, 1, 1))
+            return y if plan.lift is None else y.reshape(plan.lift[1])
+
+        def __repr__(self) -> str:
+            bias = self.bias is not None
+            return f"MxnetConv2D(weight shape {self.weight.shape}, bias={bias}, {self.config})"
+
+    @use_np
+    class MxnetPool2D(HybridBlock):
+        """convlab's MaxPool2D / AvgPool2D as a parameter-free Gluon ``HybridBlock``.
+
+        Example:
+            >>> from mxnet import np
+            >>> import convlab as cl
+            >>> cl.MaxPool2D(2, backend="mxnet")(np.arange(16.0).reshape(4, 4)).tolist()
+            [[5.0, 7.0], [13.0, 15.0]]
+        """
+
+        def __init__(self, config: dict, backend: MxnetBackend):
+            super().__init__()
+            self.config = dict(config)
+            self._backend = backend
+            self._plan: Optional[_Plan] = None
+
+        def forward(self, x: Any) -> Any:
+            if isinstance(x, NDArray):
+                if not isinstance(x, ndarray):
+                    x = x.as_np_ndarray()
+                if self._active:
+                    self._retrace_for(x)
+                return super().forward(x)
+            if isinstance(x, Symbol):
+                _shape_free_pads(f"{self.config['mode']} pooling", self.config)
+                window = self.config["pool_size"]
+                x4 = (1,) + window + (1,) if self.config["data_format"] == "channels_last" else (1, 1) + window
+                self._plan = _Plan(4, None, self._geometry(x4).pads, None, "")
+                return super().forward(x)
+            return convlab.pool2d(x, backend=self._backend, **self.config)
+
+        def _geometry(self, x_shape: Tuple[int, ...]) -> Any:
+            config = self.config
+            return _pool_geometry(
+                x_shape, config["pool_size"], config["mode"], config["stride"], config["padding"], config["data_format"]
+            )
+
+        def _retrace_for(self, x: Any) -> None:
+            described = _describe(self._backend, "X", x)
+            geometry = self._geometry(described.shape)
+            plan = _plan(len(described.shape), geometry, np.dtype(x.dtype).name, described.dtype)
+            if plan != self._plan:
+                self._clear_cached_op()
+                self._plan = plan
+
+        def hybrid_forward(self, F: Any, x: Any) -> Any:
+            if not isinstance(x, Symbol):
+                return convlab.pool2d(x, backend=self._backend, **self.config)
+            plan, config = self._plan, self.config
+            if plan.input_dtype is not None and plan.input_dtype != plan.dtype:
+                x = x.astype(plan.dtype)
+            if plan.lift is not None:
+                x = x.reshape(plan.lift[0])
+            y = _pooling(
+                symbol_ops,
+                x,
+                config["pool_size"],
+                config["stride"],
+                plan.pads,
+                config["mode"],
+                config["count_include_pad"],
+                config["data_format"] == "channels_last",
+            )
+            return y if plan.lift is None else y.reshape(plan.lift[1])
+
+        def __repr__(self) -> str:
+            return f"MxnetPool2D({self.config})"
+
+    for cls in (MxnetConv2D, MxnetPool2D):
+        cls.__qualname__ = cls.__name__  # why: pickle finds the class as convlab_mxnet.<name> (module __getattr__)
+        cls.__module__ = __name__
+    return MxnetConv2D, MxnetPool2D
+
+
+def __getattr__(name: str) -> Any:
+    """``convlab_mxnet.MxnetConv2D`` / ``MxnetPool2D``, built (and MXNet imported) on first access."""
+    if name == "MxnetConv2D":
+        return _layer_classes()[0]
+    if name == "MxnetPool2D":
+        return _layer_classes()[1]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
