@@ -30,6 +30,8 @@ class Backend:
     framework_modules: Tuple[str, ...] = ()
     #: what to ``pip install`` to get this backend
     package: str = ""
+    #: whether :meth:`value_and_grad` works (NumPy has no automatic differentiation)
+    has_autodiff: bool = True
 
     # -- tensors ----------------------------------------------------------------------------
     def version(self) -> str:
@@ -99,6 +101,11 @@ class Backend:
     ) -> Any:
         """Max (padding with -inf) or average pooling of a 4-D input."""
         raise NotImplementedError
+
+    def equivalence_settings(self) -> dict:
+        """Make results reproducible for the equivalence checks (TF32 off, deterministic algorithms on)
+        and return the settings in force, which the result bundles record."""
+        return {}
 
     # -- training and layers ----------------------------------------------------------------
     def value_and_grad(self, fn: Callable[[list], Any]) -> Callable[[list], Tuple[Any, list]]:

@@ -24,6 +24,7 @@ class NumpyBackend(Backend):
     name = "numpy"
     framework_modules = ("numpy",)
     package = "convlab"
+    has_autodiff = False
 
     def version(self) -> str:
         return np.__version__

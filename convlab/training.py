@@ -10,7 +10,7 @@ import numpy as np
 from convlab.arguments import to_pair
 from convlab.errors import ConvlabTypeError, ConvlabValueError
 from convlab.layers import initial_weights
-from convlab.ops import BackendArg, _conv, _describe, _geometry, _inputs, _prepare, _run_conv, conv2d_vjp
+from convlab.ops import BackendArg, _geometry, _inputs, _prepare, _run_conv, conv2d_vjp
 
 GRADIENTS = ("autodiff", "analytic")
 
@@ -88,7 +88,7 @@ def train_kernel(
         residual = _run_conv(chosen, x, current[0], current[1] if len(current) > 1 else None, geometry) - y
         return chosen.sum(residual * residual, everything)
 
-    used = gradient if chosen.name != "numpy" else "analytic"
+    used = gradient if chosen.has_autodiff else "analytic"
     step = chosen.value_and_grad(loss_of) if used == "autodiff" else None
     losses: List[float] = []
     for epoch in range(int(epochs)):
