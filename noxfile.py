@@ -5,7 +5,6 @@ Plain ``nox`` runs every test session, then ``equivalence`` (and ``lint``).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import nox
@@ -46,9 +45,7 @@ for _name in FRAMEWORKS:
         session.run("pytest", "--backend", name, *session.posargs, env=env)
         if (ROOT / "convlab" / "testing.py").exists():
             BUNDLES.mkdir(parents=True, exist_ok=True)
-            session.run(
-                "convlab", "compare", "--backends", name, "--save", str(BUNDLES / f"{name}.npz"), env=env
-            )
+            session.run("convlab", "compare", "--backends", name, "--save", str(BUNDLES / f"{name}.npz"), env=env)
 
 
 @nox.session

@@ -23,8 +23,10 @@ POOL_MODES = ("max", "avg")
 
 
 def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) or (
-        type(value).__module__ == "numpy" and hasattr(value, "dtype") and value.dtype.kind in "iu"
+    return (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        or (type(value).__module__ == "numpy" and hasattr(value, "dtype") and value.dtype.kind in "iu")
     )
 
 
@@ -104,9 +106,7 @@ def resolve_pads(
         raise ConvlabTypeError(_PADDING_FORMS + f", got {padding!r}") from None
 
 
-_PADDING_FORMS = (
-    "padding must be an int, a pair (ph, pw), explicit ((top, bottom), (left, right)), 'valid' or 'same'"
-)
+_PADDING_FORMS = "padding must be an int, a pair (ph, pw), explicit ((top, bottom), (left, right)), 'valid' or 'same'"
 
 
 @functools.lru_cache(maxsize=4096)

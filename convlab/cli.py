@@ -20,7 +20,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     compare.add_argument("--backends", nargs="+", metavar="NAME", help="backends to run (default: all installed)")
     compare.add_argument("--save", metavar="FILE.npz", help="save the results as a bundle")
     compare.add_argument("--load", nargs="+", metavar="FILE.npz", default=[], help="compare saved bundles too")
-    compare.add_argument("--require", nargs="+", metavar="NAME", default=[], help="fail unless these backends are present")
+    compare.add_argument(
+        "--require", nargs="+", metavar="NAME", default=[], help="fail unless these backends are present"
+    )
     compare.add_argument("--json", action="store_true", help="print the table as JSON")
     args = parser.parse_args(argv)
     try:

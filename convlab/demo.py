@@ -28,7 +28,11 @@ def run(backend_name: Optional[str] = None, plot: Optional[str] = None, out=prin
     _show("X, white (1) with a black (0) stripe:", stripes, backend)
     edges = cl.corr2d(stripes, t(cl.kernels.edge()))
     _show("Y = corr2d(X, [[1, -1]]): 1 from white to black, -1 from black to white:", edges, backend)
-    _show("corr2d(X.T, K): K detects vertical edges only:", cl.corr2d(t(cl.images.stripes().T), t(cl.kernels.edge())), backend)
+    _show(
+        "corr2d(X.T, K): K detects vertical edges only:",
+        cl.corr2d(t(cl.images.stripes().T), t(cl.kernels.edge())),
+        backend,
+    )
 
     print("== 6.2.4 Learning a kernel (lr 3e-2, squared error summed, seed 0)")
     result = cl.train_kernel(stripes, edges, (1, 2), lr=3e-2, epochs=10, seed=0)
@@ -38,7 +42,13 @@ def run(backend_name: Optional[str] = None, plot: Optional[str] = None, out=prin
     _show(f"learned kernel ({result.gradient} gradients):", result.kernel, backend)
 
     print("== 6.3 Padding and stride: output shapes for an 8x8 input")
-    for kernel, padding, stride in [((3, 3), 1, 1), ((5, 3), (2, 1), 1), ((3, 3), 1, 2), ((3, 5), (0, 1), (3, 4)), ((3, 3), "same", 2)]:
+    for kernel, padding, stride in [
+        ((3, 3), 1, 1),
+        ((5, 3), (2, 1), 1),
+        ((3, 3), 1, 2),
+        ((3, 5), (0, 1), (3, 4)),
+        ((3, 3), "same", 2),
+    ]:
         shape = cl.output_shape((8, 8), kernel, padding=padding, stride=stride)
         print(f"kernel {kernel}, padding {padding!r}, stride {stride!r} -> {shape}")
     print()
@@ -51,7 +61,9 @@ def run(backend_name: Optional[str] = None, plot: Optional[str] = None, out=prin
     _show(f"corr2d_multi_in_out(X, K) with K of shape {K3.shape}:", cl.corr2d_multi_in_out(X2, t(K3)), backend)
     rng = np.random.default_rng(0)
     X1, K1 = t(rng.normal(size=(3, 3, 3))), t(rng.normal(size=(2, 3, 1, 1)))
-    difference = np.abs(backend.to_numpy(cl.corr2d_multi_in_out_1x1(X1, K1)) - backend.to_numpy(cl.corr2d_multi_in_out(X1, K1)))
+    difference = np.abs(
+        backend.to_numpy(cl.corr2d_multi_in_out_1x1(X1, K1)) - backend.to_numpy(cl.corr2d_multi_in_out(X1, K1))
+    )
     print(f"1x1 convolution as a matrix product: largest difference from corr2d_multi_in_out {difference.max():.2e}\n")
 
     print("== 6.5 Pooling")
@@ -59,16 +71,30 @@ def run(backend_name: Optional[str] = None, plot: Optional[str] = None, out=prin
     _show("average pooling 2x2 of 0..8:", cl.pool2d(X, (2, 2), "avg"), backend)
     X16 = t(np.arange(16.0).reshape(4, 4))
     _show("MaxPool2D(3) of 0..15 (stride defaults to the window):", cl.MaxPool2D(3, backend=backend.name)(X16), backend)
-    _show("MaxPool2D(3, padding=1, stride=2):", cl.MaxPool2D(3, padding=1, stride=2, backend=backend.name)(X16), backend)
-    _show("MaxPool2D((2, 3), padding=(0, 1), stride=(2, 3)):", cl.MaxPool2D((2, 3), stride=(2, 3), padding=(0, 1), backend=backend.name)(X16), backend)
+    _show(
+        "MaxPool2D(3, padding=1, stride=2):", cl.MaxPool2D(3, padding=1, stride=2, backend=backend.name)(X16), backend
+    )
+    _show(
+        "MaxPool2D((2, 3), padding=(0, 1), stride=(2, 3)):",
+        cl.MaxPool2D((2, 3), stride=(2, 3), padding=(0, 1), backend=backend.name)(X16),
+        backend,
+    )
     two = t(np.stack([np.arange(16.0).reshape(4, 4) + offset for offset in (0, 1)]))
-    _show("pooling each channel of [X, X + 1] separately:", cl.MaxPool2D(3, padding=1, stride=2, backend=backend.name)(two), backend)
+    _show(
+        "pooling each channel of [X, X + 1] separately:",
+        cl.MaxPool2D(3, padding=1, stride=2, backend=backend.name)(two),
+        backend,
+    )
 
     print("== Exercises")
     diagonal = cl.images.diagonal(6)
     _show("an image with a diagonal edge:", diagonal, backend)
     _show("corr2d(X, K): the edge on the diagonal:", cl.corr2d(t(diagonal), t(cl.kernels.edge())), backend)
-    _show("corr2d(X.T, K): the edge below the diagonal, sign flipped:", cl.corr2d(t(diagonal.T), t(cl.kernels.edge())), backend)
+    _show(
+        "corr2d(X.T, K): the edge below the diagonal, sign flipped:",
+        cl.corr2d(t(diagonal.T), t(cl.kernels.edge())),
+        backend,
+    )
     _show("corr2d(X, K.T): a horizontal-edge detector:", cl.corr2d(t(diagonal), t(cl.kernels.edge().T)), backend)
     # the weight Conv2D((1, 2), seed=0) starts from, on this backend
     weight = t(cl.layers.initial_weights((1, 2), 1, 1, False, 0)[0].reshape(1, 2))
@@ -77,11 +103,16 @@ def run(backend_name: Optional[str] = None, plot: Optional[str] = None, out=prin
     _show("gradient of Conv2D's weight (the TensorFlow notebook's loop got None here):", grad_weight, backend)
     M = cl.conv_matrix(t([[0.0, 1.0], [2.0, 3.0]]), (3, 3))
     _show("cross-correlation as one matrix product: conv_matrix(K, (3, 3)) =", M, backend)
-    _show("corr2d_matmul(X, K) = (M @ X.ravel()).reshape(2, 2):", cl.corr2d_matmul(X, t([[0.0, 1.0], [2.0, 3.0]])), backend)
+    _show(
+        "corr2d_matmul(X, K) = (M @ X.ravel()).reshape(2, 2):",
+        cl.corr2d_matmul(X, t([[0.0, 1.0], [2.0, 3.0]])),
+        backend,
+    )
     _show("second-derivative kernel:", cl.kernels.second_derivative(), backend)
     _show("integral (running-sum) kernel:", cl.kernels.integral(3), backend)
     for order in range(4):
-        print(f"derivative of order {order}: kernel {cl.kernels.derivative(order).ravel().tolist()}, minimum size {cl.kernels.min_size(order)}")
+        taps = cl.kernels.derivative(order).ravel().tolist()
+        print(f"derivative of order {order}: kernel {taps}, minimum size {cl.kernels.min_size(order)}")
     if plot:
         _plot(plot, backend, stripes, edges, result)
 

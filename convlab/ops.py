@@ -187,7 +187,9 @@ def _geometry(x_shape, k_shape, bias_shape, stride, padding, dilation, data_form
     except TypeError as error:
         if isinstance(error, ConvlabTypeError):
             raise
-        raise ConvlabTypeError(f"stride, padding, dilation and data_format must be ints, tuples or strings: {error}")
+        raise ConvlabTypeError(
+            f"stride, padding, dilation and data_format must be ints, tuples or strings: {error}"
+        ) from None
 
 
 def _shape_of(name: str, value: Any) -> Tuple[int, ...]:
@@ -406,7 +408,12 @@ def conv2d_vjp(
     # a correlation with channels as the batch, the batch as channels, stride and dilation swapped.
     x_padded = be.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
     dk = be.conv2d(
-        be.transpose(x_padded, (1, 0, 2, 3)), be.transpose(dy, (1, 0, 2, 3)), (dh, dw), ((0, 0), (0, 0)), (sh, sw), False
+        be.transpose(x_padded, (1, 0, 2, 3)),
+        be.transpose(dy, (1, 0, 2, 3)),
+        (dh, dw),
+        ((0, 0), (0, 0)),
+        (sh, sw),
+        False,
     )
     dk = be.transpose(dk[:, :, :kernel_h, :kernel_w], (1, 0, 2, 3))
 
@@ -506,9 +513,7 @@ def pool2d(
     if not isinstance(count_include_pad, (bool, np.bool_)):
         raise ConvlabTypeError(f"count_include_pad must be True or False, got {count_include_pad!r}")
     try:
-        geometry = _pool_geometry(
-            x_in.shape, _freeze(pool_size), mode, _freeze(stride), _freeze(padding), data_format
-        )
+        geometry = _pool_geometry(x_in.shape, _freeze(pool_size), mode, _freeze(stride), _freeze(padding), data_format)
     except TypeError as error:
         if isinstance(error, ConvlabTypeError):
             raise

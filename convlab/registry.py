@@ -96,7 +96,9 @@ def get_backend(name: str) -> Backend:
         backend.version()  # imports the framework: fail here, with the package to install
     except ImportError as error:
         hint = KNOWN_PACKAGES.get(name, f"the framework of backend {name!r}")
-        raise BackendNotAvailableError(f"backend {name!r} cannot import its framework ({error}); install {hint}") from error
+        raise BackendNotAvailableError(
+            f"backend {name!r} cannot import its framework ({error}); install {hint}"
+        ) from error
     _instances[name] = backend
     return backend
 

@@ -69,7 +69,9 @@ def conv2d_bound(X: Any, K: Any, bias: Any = None, *, dtype: str = "float32", c:
     """The per-element bound ``c * n * u * (|X| (*) |K| + |bias|)`` for :func:`convlab.conv2d` (float64 NumPy)."""
     X, K = _f64(X), _f64(K)
     n = _products_per_element(K, conv_kwargs.get("data_format", "channels_first")) + (bias is not None)
-    magnitude = cl.conv2d(np.abs(X), np.abs(K), None if bias is None else np.abs(_f64(bias)), backend="numpy", **conv_kwargs)
+    magnitude = cl.conv2d(
+        np.abs(X), np.abs(K), None if bias is None else np.abs(_f64(bias)), backend="numpy", **conv_kwargs
+    )
     return c * n * UNIT_ROUNDOFF[dtype] * magnitude
 
 
@@ -129,10 +131,13 @@ def _check_bound(actual: np.ndarray, reference: np.ndarray, bound: np.ndarray, w
     ratio = _ratio(np.abs(actual.astype(np.float64) - reference), bound)
     worst = float(ratio.max()) if ratio.size else 0.0
     if not worst <= 1.0:
-        index = tuple(int(i) for i in np.unravel_index(int(np.nanargmax(np.where(np.isnan(ratio), np.inf, ratio))), ratio.shape))
+        index = tuple(
+            int(i) for i in np.unravel_index(int(np.nanargmax(np.where(np.isnan(ratio), np.inf, ratio))), ratio.shape)
+        )
         raise AssertionError(
-            f"{what}: error {abs(float(actual[index]) - float(reference[index])):.3g} at {index} is {worst:.3g} times "
-            f"the bound {float(bound[index]):.3g} (value {float(actual[index])!r}, reference {float(reference[index])!r})"
+            f"{what}: error {abs(float(actual[index]) - float(reference[index])):.3g} at {index} is {worst:.3g} "
+            f"times the bound {float(bound[index]):.3g} "
+            f"(value {float(actual[index])!r}, reference {float(reference[index])!r})"
         )
     return worst
 
@@ -188,9 +193,13 @@ def assert_backends_agree(
             relative = rtol if rtol is not None else 2.0**10 * u
             absolute = atol if atol is not None else relative * float(np.max(np.abs(expected), initial=0.0))
             actual = _f64(result)
-            if actual.shape != expected.shape or not np.all(np.abs(actual - expected) <= absolute + relative * np.abs(expected)):
-                failures.append(f"{name} output {index}: differs from the float64 NumPy reference beyond "
-                                f"atol={absolute:.3g}, rtol={relative:.3g} (shape {actual.shape} vs {expected.shape})")
+            if actual.shape != expected.shape or not np.all(
+                np.abs(actual - expected) <= absolute + relative * np.abs(expected)
+            ):
+                failures.append(
+                    f"{name} output {index}: differs from the float64 NumPy reference beyond "
+                    f"atol={absolute:.3g}, rtol={relative:.3g} (shape {actual.shape} vs {expected.shape})"
+                )
         outcome[name] = "ok"
     if failures:
         raise AssertionError("; ".join(failures))
@@ -220,12 +229,25 @@ class Case:
     dtype: str = "float32"
 
     def spec(self) -> dict:
-        return {"id": self.id, "group": self.group, "op": self.op, "inputs": self.inputs, "kwargs": self.kwargs,
-                "dtype": self.dtype}
+        return {
+            "id": self.id,
+            "group": self.group,
+            "op": self.op,
+            "inputs": self.inputs,
+            "kwargs": self.kwargs,
+            "dtype": self.dtype,
+        }
 
 
 def _case(id, group, op, inputs, dtype="float32", **kwargs) -> Case:
-    return Case(id, group, op, tuple((n, tuple(s), k, float(sc)) for n, s, k, sc in inputs), tuple(sorted(kwargs.items())), dtype)
+    return Case(
+        id,
+        group,
+        op,
+        tuple((n, tuple(s), k, float(sc)) for n, s, k, sc in inputs),
+        tuple(sorted(kwargs.items())),
+        dtype,
+    )
 
 
 def _conv_inputs(x_shape, k_shape, kind="int", scale=1.0, bias=False, k_kind=None):
@@ -242,47 +264,156 @@ def _build_cases() -> List[Case]:
     add(_case("chapter/corr2d", chapter, "corr2d", [("X", (3, 3), "ramp", 1), ("K", (2, 2), "ramp", 1)]))
     add(_case("chapter/edges", chapter, "corr2d", [("X", (6, 8), "stripes", 1), ("K", (1, 2), "edge", 1)]))
     add(_case("chapter/edges-transposed", chapter, "corr2d", [("X", (8, 6), "stripes-t", 1), ("K", (1, 2), "edge", 1)]))
-    add(_case("chapter/multi-in", chapter, "corr2d_multi_in", [("X", (2, 3, 3), "ramp", 1), ("K", (2, 2, 2), "ramp", 1)]))
-    add(_case("chapter/multi-in-out", chapter, "corr2d_multi_in_out", [("X", (2, 3, 3), "ramp", 1), ("K", (3, 2, 2, 2), "ramp", 1)]))
-    add(_case("chapter/1x1", chapter, "corr2d_multi_in_out_1x1", [("X", (3, 3, 3), "normal", 1), ("K", (2, 3, 1, 1), "normal", 1)]))
+    add(
+        _case(
+            "chapter/multi-in", chapter, "corr2d_multi_in", [("X", (2, 3, 3), "ramp", 1), ("K", (2, 2, 2), "ramp", 1)]
+        )
+    )
+    add(
+        _case(
+            "chapter/multi-in-out",
+            chapter,
+            "corr2d_multi_in_out",
+            [("X", (2, 3, 3), "ramp", 1), ("K", (3, 2, 2, 2), "ramp", 1)],
+        )
+    )
+    add(
+        _case(
+            "chapter/1x1",
+            chapter,
+            "corr2d_multi_in_out_1x1",
+            [("X", (3, 3, 3), "normal", 1), ("K", (2, 3, 1, 1), "normal", 1)],
+        )
+    )
     add(_case("chapter/matmul", chapter, "corr2d_matmul", [("X", (3, 3), "ramp", 1), ("K", (2, 2), "ramp", 1)]))
     add(_case("chapter/max-pool", chapter, "pool2d", [("X", (3, 3), "ramp", 1)], pool_size=(2, 2), mode="max"))
     add(_case("chapter/avg-pool", chapter, "pool2d", [("X", (3, 3), "ramp", 1)], pool_size=(2, 2), mode="avg"))
-    add(_case("chapter/max-pool-pad-stride", chapter, "pool2d", [("X", (1, 2, 4, 4), "ramp", 1)], pool_size=(3, 3),
-              mode="max", padding=1, stride=2))
+    add(
+        _case(
+            "chapter/max-pool-pad-stride",
+            chapter,
+            "pool2d",
+            [("X", (1, 2, 4, 4), "ramp", 1)],
+            pool_size=(3, 3),
+            mode="max",
+            padding=1,
+            stride=2,
+        )
+    )
     for padding in (0, 1, (2, 1), ((0, 2), (1, 0)), "valid", "same"):
-        add(_case(f"padding/{padding}", "padding forms", "conv2d", _conv_inputs((2, 3, 7, 8), (4, 3, 3, 2), bias=True),
-                  padding=padding))
+        add(
+            _case(
+                f"padding/{padding}",
+                "padding forms",
+                "conv2d",
+                _conv_inputs((2, 3, 7, 8), (4, 3, 3, 2), bias=True),
+                padding=padding,
+            )
+        )
     for kernel in ((3, 3), (2, 2), (4, 3), (1, 4)):
         for stride in (1, 2, 3):
-            add(_case(f"same/{kernel}/stride{stride}", "'same' padding, odd and even kernels, strided", "conv2d",
-                      _conv_inputs((1, 2, 7, 8), (2, 2) + kernel), padding="same", stride=stride))
+            add(
+                _case(
+                    f"same/{kernel}/stride{stride}",
+                    "'same' padding, odd and even kernels, strided",
+                    "conv2d",
+                    _conv_inputs((1, 2, 7, 8), (2, 2) + kernel),
+                    padding="same",
+                    stride=stride,
+                )
+            )
     for stride, dilation in (((2, 2), (1, 1)), ((1, 3), (1, 1)), ((1, 1), (2, 2)), ((2, 1), (2, 3)), ((3, 2), (2, 2))):
-        add(_case(f"stride-dilation/{stride}/{dilation}", "stride and dilation", "conv2d",
-                  _conv_inputs((2, 2, 11, 10), (3, 2, 3, 3)), stride=stride, dilation=dilation, padding=1))
+        add(
+            _case(
+                f"stride-dilation/{stride}/{dilation}",
+                "stride and dilation",
+                "conv2d",
+                _conv_inputs((2, 2, 11, 10), (3, 2, 3, 3)),
+                stride=stride,
+                dilation=dilation,
+                padding=1,
+            )
+        )
     for stride in (1, 2):
-        add(_case(f"channels-last/stride{stride}", "channels_last", "conv2d",
-                  [("X", (2, 7, 8, 3), "int", 1), ("K", (3, 3, 3, 4), "int", 1), ("bias", (4,), "int", 1)],
-                  padding="same", stride=stride, data_format="channels_last"))
-    add(_case("channels-last/pool", "channels_last", "pool2d", [("X", (2, 7, 8, 3), "normal", 1)], pool_size=3,
-              mode="max", stride=2, padding=1, data_format="channels_last"))
+        add(
+            _case(
+                f"channels-last/stride{stride}",
+                "channels_last",
+                "conv2d",
+                [("X", (2, 7, 8, 3), "int", 1), ("K", (3, 3, 3, 4), "int", 1), ("bias", (4,), "int", 1)],
+                padding="same",
+                stride=stride,
+                data_format="channels_last",
+            )
+        )
+    add(
+        _case(
+            "channels-last/pool",
+            "channels_last",
+            "pool2d",
+            [("X", (2, 7, 8, 3), "normal", 1)],
+            pool_size=3,
+            mode="max",
+            stride=2,
+            padding=1,
+            data_format="channels_last",
+        )
+    )
     for dtype in ("float32", "float64"):
         for scale in (1e-4, 1.0, 1e4):
-            add(_case(f"random/{dtype}/{scale:g}", f"random {dtype} (scales 1e-4, 1, 1e4)", "conv2d",
-                      _conv_inputs((2, 4, 12, 12), (5, 4, 3, 3), "normal", scale, bias=True), dtype=dtype,
-                      padding="same", stride=(1, 2), dilation=(2, 1)))
-        add(_case(f"random/{dtype}/many-channels", f"random {dtype} (scales 1e-4, 1, 1e4)", "conv2d",
-                  _conv_inputs((1, 64, 9, 9), (8, 64, 3, 3), "normal"), dtype=dtype, padding=1))
-    add(_case("cancellation/conv", "cancellation", "conv2d",
-              _conv_inputs((1, 8, 10, 10), (2, 8, 3, 3), "normal", 1e3, k_kind="cancel")))
+            add(
+                _case(
+                    f"random/{dtype}/{scale:g}",
+                    f"random {dtype} (scales 1e-4, 1, 1e4)",
+                    "conv2d",
+                    _conv_inputs((2, 4, 12, 12), (5, 4, 3, 3), "normal", scale, bias=True),
+                    dtype=dtype,
+                    padding="same",
+                    stride=(1, 2),
+                    dilation=(2, 1),
+                )
+            )
+        add(
+            _case(
+                f"random/{dtype}/many-channels",
+                f"random {dtype} (scales 1e-4, 1, 1e4)",
+                "conv2d",
+                _conv_inputs((1, 64, 9, 9), (8, 64, 3, 3), "normal"),
+                dtype=dtype,
+                padding=1,
+            )
+        )
+    add(
+        _case(
+            "cancellation/conv",
+            "cancellation",
+            "conv2d",
+            _conv_inputs((1, 8, 10, 10), (2, 8, 3, 3), "normal", 1e3, k_kind="cancel"),
+        )
+    )
     for mode, group in (("max", "max pooling"), ("avg", "average pooling")):
-        for window, stride, padding in (((2, 2), 2, 0), ((3, 3), 2, 1), ((2, 4), (1, 3), ((1, 0), (2, 1))), ((3, 2), (2, 1), "same")):
-            for count in ((True, False) if mode == "avg" else (True,)):
+        for window, stride, padding in (
+            ((2, 2), 2, 0),
+            ((3, 3), 2, 1),
+            ((2, 4), (1, 3), ((1, 0), (2, 1))),
+            ((3, 2), (2, 1), "same"),
+        ):
+            for count in (True, False) if mode == "avg" else (True,):
                 for kind in ("int", "normal"):
                     label = f"pool/{mode}/{window}/{stride}/{padding}/{'with' if count else 'without'}-pads/{kind}"
-                    add(_case(label, group if count or mode == "max" else "average pooling, padded zeros not counted",
-                              "pool2d", [("X", (2, 3, 7, 8), kind, 1)], pool_size=window, mode=mode, stride=stride,
-                              padding=padding, count_include_pad=count))
+                    add(
+                        _case(
+                            label,
+                            group if count or mode == "max" else "average pooling, padded zeros not counted",
+                            "pool2d",
+                            [("X", (2, 3, 7, 8), kind, 1)],
+                            pool_size=window,
+                            mode=mode,
+                            stride=stride,
+                            padding=padding,
+                            count_include_pad=count,
+                        )
+                    )
     for x_shape, k_shape, stride, padding, dilation in (
         ((2, 3, 7, 7), (4, 3, 3, 3), 2, 1, 1),
         ((1, 2, 8, 9), (3, 2, 2, 3), (2, 3), ((0, 2), (1, 0)), (2, 1)),
@@ -292,20 +423,56 @@ def _build_cases() -> List[Case]:
         for kind in ("int", "normal"):
             name = f"{x_shape}/{k_shape}/{stride}/{padding}/{dilation}/{kind}"
             inputs = [("X", x_shape, kind, 1), ("K", k_shape, kind, 1), ("dY", out, kind, 1)]
-            add(_case(f"vjp/{name}", "conv gradients, closed form (conv2d_vjp)", "conv2d_vjp", inputs,
-                      stride=stride, padding=padding, dilation=dilation))
-            add(_case(f"autodiff/{name}", "conv gradients, autodiff (X, K, bias)", "conv2d_autodiff",
-                      inputs + [("bias", (k_shape[0],), kind, 1)], stride=stride, padding=padding, dilation=dilation))
+            add(
+                _case(
+                    f"vjp/{name}",
+                    "conv gradients, closed form (conv2d_vjp)",
+                    "conv2d_vjp",
+                    inputs,
+                    stride=stride,
+                    padding=padding,
+                    dilation=dilation,
+                )
+            )
+            add(
+                _case(
+                    f"autodiff/{name}",
+                    "conv gradients, autodiff (X, K, bias)",
+                    "conv2d_autodiff",
+                    inputs + [("bias", (k_shape[0],), kind, 1)],
+                    stride=stride,
+                    padding=padding,
+                    dilation=dilation,
+                )
+            )
     for mode in ("max", "avg"):
         for window, stride, padding in (((2, 2), 2, 0), ((3, 3), 2, 1)):
             out = cl.output_shape((2, 2, 7, 8), (1, 2) + window, stride=stride, padding=padding)
-            add(_case(f"pool-autodiff/{mode}/{window}", "pooling gradients, autodiff", "pool2d_autodiff",
-                      [("X", (2, 2, 7, 8), "normal", 1), ("dY", out, "int", 1)], pool_size=window, mode=mode,
-                      stride=stride, padding=padding))
+            add(
+                _case(
+                    f"pool-autodiff/{mode}/{window}",
+                    "pooling gradients, autodiff",
+                    "pool2d_autodiff",
+                    [("X", (2, 2, 7, 8), "normal", 1), ("dY", out, "int", 1)],
+                    pool_size=window,
+                    mode=mode,
+                    stride=stride,
+                    padding=padding,
+                )
+            )
     for seed in (0, 1, 2, 3):
-        add(_case(f"train/seed{seed}", "train_kernel losses (seeds 0-3)", "train_kernel",
-                  [("X", (6, 8), "stripes", 1), ("Y", (6, 7), "stripe-edges", 1)], seed=seed, bias=seed % 2 == 1,
-                  epochs=10, lr=3e-2))
+        add(
+            _case(
+                f"train/seed{seed}",
+                "train_kernel losses (seeds 0-3)",
+                "train_kernel",
+                [("X", (6, 8), "stripes", 1), ("Y", (6, 7), "stripe-edges", 1)],
+                seed=seed,
+                bias=seed % 2 == 1,
+                epochs=10,
+                lr=3e-2,
+            )
+        )
     return cases
 
 
@@ -336,7 +503,11 @@ def make_inputs(case: Case) -> Dict[str, np.ndarray]:
             values = plane + sum(np.indices(shape[:-2]), np.zeros(shape[:-2]))[..., None, None]
         elif kind in ("stripes", "stripes-t", "stripe-edges"):
             image = cl.images.stripes().astype(np.float64)
-            values = {"stripes": image, "stripes-t": image.T, "stripe-edges": cl.corr2d(image, cl.kernels.edge().astype(np.float64))}[kind]
+            values = {
+                "stripes": image,
+                "stripes-t": image.T,
+                "stripe-edges": cl.corr2d(image, cl.kernels.edge().astype(np.float64)),
+            }[kind]
         elif kind == "edge":
             values = cl.kernels.edge().astype(np.float64)
         else:
@@ -396,7 +567,9 @@ def reference_case(case: Case) -> Tuple[List[np.ndarray], List[Optional[np.ndarr
     arrays = {name: value.astype(np.float64) for name, value in make_inputs(case).items()}
     kwargs = dict(case.kwargs)
     u = UNIT_ROUNDOFF[case.dtype]
-    integer = all(kind in ("int", "ramp", "stripes", "stripes-t", "stripe-edges", "edge") for _, _, kind, _ in case.inputs)
+    integer = all(
+        kind in ("int", "ramp", "stripes", "stripes-t", "stripe-edges", "edge") for _, _, kind, _ in case.inputs
+    )
     absolute = {name: np.abs(value) for name, value in arrays.items()}
     if case.op in _CONV_OPS:
         fn = getattr(cl, case.op)
@@ -436,7 +609,10 @@ def reference_case(case: Case) -> Tuple[List[np.ndarray], List[Optional[np.ndarr
         terms = arrays["Y"].size + 2
         epochs = np.arange(1, len(losses) + 1)
         # a few ULP per epoch: each epoch adds at most one more loss evaluation's worth of rounding
-        return [losses, kernel], [C * terms * u * epochs * np.abs(losses), C * terms * u * len(losses) * np.abs(kernel) + u]
+        return [losses, kernel], [
+            C * terms * u * epochs * np.abs(losses),
+            C * terms * u * len(losses) * np.abs(kernel) + u,
+        ]
     raise ValueError(f"unknown op {case.op!r}")
 
 
@@ -447,8 +623,14 @@ def _power_of_two(n: int) -> bool:
 def _pool2d_vjp_reference(X, dY, pool_size, mode="max", stride=1, padding=0, count_include_pad=True):
     """Gradient of sum(pool2d(X) * dY) w.r.t. X in float64: dY routed to each window's (first) maximum,
     or spread evenly over the window for average pooling."""
-    geometry = cl.ops._pool_geometry(X.shape, cl.arguments._freeze(pool_size), mode, cl.arguments._freeze(stride),
-                                     cl.arguments._freeze(padding), "channels_first")
+    geometry = cl.ops._pool_geometry(
+        X.shape,
+        cl.arguments._freeze(pool_size),
+        mode,
+        cl.arguments._freeze(stride),
+        cl.arguments._freeze(padding),
+        "channels_first",
+    )
     (top, bottom), (left, right) = geometry.pads
     (kh, kw), (sh, sw) = geometry.window, geometry.stride
     out_h, out_w = dY.shape[2:]
@@ -499,7 +681,9 @@ class Results:
     errors: Dict[str, str] = field(default_factory=dict)
 
 
-def run_cases(backend_name: str, cases: Sequence[Case] = CASES, progress: Optional[Callable[[str], None]] = None) -> Results:
+def run_cases(
+    backend_name: str, cases: Sequence[Case] = CASES, progress: Optional[Callable[[str], None]] = None
+) -> Results:
     """Run every case on one backend (with TF32 off and deterministic algorithms on)."""
     backend = get_backend(backend_name)
     settings = backend.equivalence_settings()
@@ -572,8 +756,12 @@ def load_bundle(path: str) -> List[Results]:
         )
     loaded = []
     for backend, backend_meta in meta.get("backends", {}).items():
-        result = Results(backend, backend_meta, not_applicable=dict(backend_meta.get("not_applicable", {})),
-                         errors=dict(backend_meta.get("errors", {})))
+        result = Results(
+            backend,
+            backend_meta,
+            not_applicable=dict(backend_meta.get("not_applicable", {})),
+            errors=dict(backend_meta.get("errors", {})),
+        )
         loaded.append(result)
     by_name = {result.backend: result for result in loaded}
     for key, array in arrays.items():
@@ -596,7 +784,9 @@ class Verdict:
     message: str = ""
 
 
-def judge(case: Case, outputs: Optional[List[np.ndarray]], reference: List[np.ndarray], bounds: List[Optional[np.ndarray]]) -> Verdict:
+def judge(
+    case: Case, outputs: Optional[List[np.ndarray]], reference: List[np.ndarray], bounds: List[Optional[np.ndarray]]
+) -> Verdict:
     """Compare one backend's outputs for a case against the reference and its bounds."""
     if outputs is None or len(outputs) != len(reference) or any(o is None for o in outputs):
         return Verdict("missing", math.inf, f"{case.id}: no result")
@@ -609,7 +799,9 @@ def judge(case: Case, outputs: Optional[List[np.ndarray]], reference: List[np.nd
             else:
                 actual64 = np.asarray(actual, dtype=np.float64)
                 worst = max(worst, _check_bound(actual64, expected, bound, what))
-                exact = exact and bool(np.array_equal(np.asarray(actual).astype(case.dtype), expected.astype(case.dtype)))
+                exact = exact and bool(
+                    np.array_equal(np.asarray(actual).astype(case.dtype), expected.astype(case.dtype))
+                )
         except AssertionError as error:
             return Verdict("violation", math.inf, str(error))
     return Verdict("exact" if exact else "bound", worst)
@@ -687,8 +879,12 @@ def compare(results: List[Results], cases: Sequence[Case] = CASES) -> dict:
             for case in cases:
                 if case.id in by_name[first].not_applicable or case.id in by_name[second].not_applicable:
                     continue
-                verdict = judge_pair(case, by_name[first].outputs.get(case.id), by_name[second].outputs.get(case.id),
-                                     references[case.id][1])
+                verdict = judge_pair(
+                    case,
+                    by_name[first].outputs.get(case.id),
+                    by_name[second].outputs.get(case.id),
+                    references[case.id][1],
+                )
                 verdicts.append(verdict)
                 if verdict.status in ("violation",):
                     problems.append(f"{first} vs {second}: {verdict.message}")
@@ -703,18 +899,27 @@ def format_table(report: dict, results: List[Results]) -> str:
     lines = ["| " + "case group".ljust(width) + " | " + " | ".join(name.center(10) for name in names) + " |"]
     lines.append("|" + "-" * (width + 2) + "|" + "|".join("-" * 12 for _ in names) + "|")
     for group, row in report["table"].items():
-        lines.append("| " + group.ljust(width) + " | " + " | ".join(row.get(name, "-").center(10) for name in names) + " |")
+        lines.append(
+            "| " + group.ljust(width) + " | " + " | ".join(row.get(name, "-").center(10) for name in names) + " |"
+        )
     versions = ", ".join(f"{r.backend} {r.meta.get('framework_version', '?')}" for r in results)
     lines.append("")
-    lines.append(f"cells: worst error as a fraction of the DESIGN.md section 4 bound; 'exact' = bit-identical to the "
-                 f"float64 reference rounded to the case's dtype. Versions: {versions}.")
+    lines.append(
+        f"cells: worst error as a fraction of the DESIGN.md section 4 bound; 'exact' = bit-identical to the "
+        f"float64 reference rounded to the case's dtype. Versions: {versions}."
+    )
     if report["pairs"]:
         lines.append("")
-        lines.append("pairs (worst difference / sum of both bounds): " + ", ".join(f"{k}: {v}" for k, v in report["pairs"].items()))
+        lines.append(
+            "pairs (worst difference / sum of both bounds): "
+            + ", ".join(f"{k}: {v}" for k, v in report["pairs"].items())
+        )
     return "\n".join(lines)
 
 
-def compare_command(backends: Optional[List[str]], save: Optional[str], load: List[str], require: List[str], as_json: bool) -> int:
+def compare_command(
+    backends: Optional[List[str]], save: Optional[str], load: List[str], require: List[str], as_json: bool
+) -> int:
     """``convlab compare``: run and/or load results, print the table, exit 1 on any violation or missing case."""
     results: List[Results] = []
     for path in load:
@@ -731,8 +936,18 @@ def compare_command(backends: Optional[List[str]], save: Optional[str], load: Li
     absent = [name for name in require if name not in names]
     report["problems"] += [f"{name}: no results (bundle missing)" for name in absent]
     if as_json:
-        print(json.dumps({"table": report["table"], "pairs": report["pairs"], "problems": report["problems"],
-                          "versions": {r.backend: r.meta for r in results}}, indent=2, default=str))
+        print(
+            json.dumps(
+                {
+                    "table": report["table"],
+                    "pairs": report["pairs"],
+                    "problems": report["problems"],
+                    "versions": {r.backend: r.meta for r in results},
+                },
+                indent=2,
+                default=str,
+            )
+        )
     else:
         print(format_table(report, results))
         if save:

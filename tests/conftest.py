@@ -39,7 +39,7 @@ def pytest_generate_tests(metafunc):
 
 @pytest.fixture
 def backend(request) -> cl.Backend:
-    """The Backend instance under test; tests call ``backend.asarray``/``backend.to_numpy`` and pass ``backend=backend.name``."""
+    """The Backend under test: tests use ``backend.asarray``/``backend.to_numpy`` and ``backend=backend.name``."""
     try:
         return cl.get_backend(request.param)
     except cl.BackendNotAvailableError as error:

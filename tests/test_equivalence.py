@@ -30,7 +30,9 @@ class OffByOnePad(NumpyBackend):
 
     def conv2d(self, x, k, stride, pads, dilation, channels_last):
         (top, bottom), cols = pads
-        y = super().conv2d(x, k, stride, ((top + 1, max(bottom - 1, 0)) if top + bottom else (0, 0), cols), dilation, channels_last)
+        y = super().conv2d(
+            x, k, stride, ((top + 1, max(bottom - 1, 0)) if top + bottom else (0, 0), cols), dilation, channels_last
+        )
         return y if y.shape[2 - channels_last] else y  # the shape may even still fit
 
 
@@ -88,11 +90,20 @@ def test_assert_close_to_reference_and_backends_agree(backend):
     X, K = rng.normal(size=(2, 3, 9, 9)).astype(np.float32), rng.normal(size=(4, 3, 3, 3)).astype(np.float32)
     y = cl.conv2d(backend.asarray(X, "float32"), backend.asarray(K, "float32"), stride=2, padding="same")
     assert testing.assert_close_to_reference(y, X, K, stride=2, padding="same") <= 1
-    flipped = cl.conv2d(backend.asarray(X, "float32"), backend.asarray(K[:, :, ::-1, ::-1].copy(), "float32"), stride=2, padding="same")
+    flipped = cl.conv2d(
+        backend.asarray(X, "float32"), backend.asarray(K[:, :, ::-1, ::-1].copy(), "float32"), stride=2, padding="same"
+    )
     with pytest.raises(AssertionError, match="times the bound"):
         testing.assert_close_to_reference(flipped, X, K, stride=2, padding="same")
     ints = np.arange(9.0).reshape(3, 3)
-    assert testing.assert_close_to_reference(cl.corr2d(backend.asarray(ints, "float32"), backend.asarray(np.ones((2, 2)), "float32")), ints, np.ones((2, 2))) == 0.0
+    assert (
+        testing.assert_close_to_reference(
+            cl.corr2d(backend.asarray(ints, "float32"), backend.asarray(np.ones((2, 2)), "float32")),
+            ints,
+            np.ones((2, 2)),
+        )
+        == 0.0
+    )
 
     def edges_then_pool(image):
         return cl.pool2d(cl.corr2d(image, cl.kernels.edge()), 2, "avg")
@@ -102,8 +113,13 @@ def test_assert_close_to_reference_and_backends_agree(backend):
         backend.name: "ok",
     }
     with pytest.raises(AssertionError, match="differs from the float64 NumPy reference"):
-        testing.assert_backends_agree(lambda image: cl.corr2d(image, np.ones((2, 2))) + (cl.get_backend("numpy") is not None and 0) + _nudge(image),
-                                      cl.images.stripes(), backends=[backend.name])
+        testing.assert_backends_agree(
+            lambda image: (
+                cl.corr2d(image, np.ones((2, 2))) + (cl.get_backend("numpy") is not None and 0) + _nudge(image)
+            ),
+            cl.images.stripes(),
+            backends=[backend.name],
+        )
 
 
 def _nudge(image):
@@ -168,8 +184,18 @@ def test_compare_command(tmp_path, capsys):
 def test_case_list_covers_the_issue():
     groups = {case.group for case in testing.CASES}
     ops = {case.op for case in testing.CASES}
-    assert {"corr2d", "corr2d_multi_in", "corr2d_multi_in_out", "corr2d_multi_in_out_1x1", "pool2d", "conv2d",
-            "conv2d_vjp", "conv2d_autodiff", "pool2d_autodiff", "train_kernel"} <= ops
+    assert {
+        "corr2d",
+        "corr2d_multi_in",
+        "corr2d_multi_in_out",
+        "corr2d_multi_in_out_1x1",
+        "pool2d",
+        "conv2d",
+        "conv2d_vjp",
+        "conv2d_autodiff",
+        "pool2d_autodiff",
+        "train_kernel",
+    } <= ops
     assert any("float64" in group for group in groups) and "cancellation" in groups
     paddings = {dict(case.kwargs).get("padding") for case in testing.CASES}
     assert {0, 1, (2, 1), ((0, 2), (1, 0)), "valid", "same"} <= paddings

@@ -139,5 +139,7 @@ def test_missing_known_backend_names_the_package(monkeypatch):
     installed = cl.backends()
     for name in ("torch", "tensorflow", "jax", "mxnet"):
         if name not in installed:
-            with pytest.raises(cl.BackendNotAvailableError, match=f"backend '{name}' is not installed: install convlab-"):
+            with pytest.raises(
+                cl.BackendNotAvailableError, match=f"backend '{name}' is not installed: install convlab-"
+            ):
                 cl.get_backend(name)

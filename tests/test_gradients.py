@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import reference
 
 import convlab as cl
-import reference
 
 CASES = [
     # (X shape, K shape, stride, padding, dilation)
@@ -86,17 +86,25 @@ def test_vjp_channels_last_and_low_ranks(backend):
     X = rng.integers(-3, 4, size=(2, 6, 7, 3)).astype(np.float32)
     K = rng.integers(-3, 4, size=(3, 2, 3, 4)).astype(np.float32)  # HWIO
     dY = rng.integers(-2, 3, size=(2, 3, 4, 4)).astype(np.float32)
-    grads_last = cl.conv2d_vjp(*(backend.asarray(a, "float32") for a in (X, K, dY)), stride=2, padding="same",
-                               data_format="channels_last")
+    grads_last = cl.conv2d_vjp(
+        *(backend.asarray(a, "float32") for a in (X, K, dY)), stride=2, padding="same", data_format="channels_last"
+    )
     grads_first = cl.conv2d_vjp(
-        X.transpose(0, 3, 1, 2), K.transpose(3, 2, 0, 1), dY.transpose(0, 3, 1, 2), stride=2, padding="same",
+        X.transpose(0, 3, 1, 2),
+        K.transpose(3, 2, 0, 1),
+        dY.transpose(0, 3, 1, 2),
+        stride=2,
+        padding="same",
         backend="numpy",
     )
     np.testing.assert_array_equal(backend.to_numpy(grads_last[0]), grads_first[0].transpose(0, 2, 3, 1))
     np.testing.assert_array_equal(backend.to_numpy(grads_last[1]), grads_first[1].transpose(2, 3, 1, 0))
     np.testing.assert_array_equal(backend.to_numpy(grads_last[2]), grads_first[2])
-    dX, dK, dbias = cl.conv2d_vjp(backend.asarray(X[0, :, :, 0], "float32"), backend.asarray(K[:, :, 0, 0], "float32"),
-                                  backend.asarray(np.ones((4, 6), np.float32), "float32"))
+    dX, dK, dbias = cl.conv2d_vjp(
+        backend.asarray(X[0, :, :, 0], "float32"),
+        backend.asarray(K[:, :, 0, 0], "float32"),
+        backend.asarray(np.ones((4, 6), np.float32), "float32"),
+    )
     assert tuple(dX.shape) == (6, 7) and tuple(dK.shape) == (3, 2) and tuple(dbias.shape) == (1,)
 
 
@@ -105,10 +113,12 @@ def test_vjp_float_inputs_within_bound(backend):
     X, K = rng.normal(size=(2, 4, 9, 9)).astype(np.float32), rng.normal(size=(3, 4, 3, 3)).astype(np.float32)
     dY = rng.normal(size=(2, 3, 5, 5)).astype(np.float32)
     dX, dK, _ = cl.conv2d_vjp(*(backend.asarray(a, "float32") for a in (X, K, dY)), stride=2, padding=1)
-    expected_dX, expected_dK = _exact_gradients(X.astype(float), K.astype(float), dY.astype(float), (2, 2),
-                                                ((1, 1), (1, 1)), (1, 1))
-    bound_dX, bound_dK = _exact_gradients(np.abs(X.astype(float)), np.abs(K.astype(float)), np.abs(dY.astype(float)),
-                                          (2, 2), ((1, 1), (1, 1)), (1, 1))
+    expected_dX, expected_dK = _exact_gradients(
+        X.astype(float), K.astype(float), dY.astype(float), (2, 2), ((1, 1), (1, 1)), (1, 1)
+    )
+    bound_dX, bound_dK = _exact_gradients(
+        np.abs(X.astype(float)), np.abs(K.astype(float)), np.abs(dY.astype(float)), (2, 2), ((1, 1), (1, 1)), (1, 1)
+    )
     u = 2.0**-24
     reference.assert_within_bound(backend.to_numpy(dX), expected_dX, 2 * 3 * 9 * u * bound_dX, "dX")
     reference.assert_within_bound(backend.to_numpy(dK), expected_dK, 2 * 2 * 25 * u * bound_dK, "dK")

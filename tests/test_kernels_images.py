@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import reference
 
 import convlab as cl
-import reference
 
 
 def test_diagonal_image_under_the_edge_kernel(backend):
@@ -45,7 +45,12 @@ def test_second_derivative_laplacian_integral_box_sobel(backend):
 
 @pytest.mark.parametrize(
     "shape, kernel, kwargs",
-    [((3, 3), (2, 2), {}), ((6, 8), (1, 2), {}), ((7, 6), (3, 2), dict(stride=2, padding=1)), ((5, 5), (2, 2), dict(dilation=2))],
+    [
+        ((3, 3), (2, 2), {}),
+        ((6, 8), (1, 2), {}),
+        ((7, 6), (3, 2), dict(stride=2, padding=1)),
+        ((5, 5), (2, 2), dict(dilation=2)),
+    ],
 )
 def test_conv_matrix_and_corr2d_matmul(backend, shape, kernel, kwargs):
     rng = np.random.default_rng(2)

@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import reference
 
 import convlab as cl
-import reference
 from convlab.layers import initial_weights
 
 
 def weights_of(backend, layer):
     """The layer's (weight, bias) as NumPy arrays, whatever the framework calls them."""
-    weight = layer.weight
-    bias = layer.bias
-    convert = lambda p: None if p is None else backend.to_numpy(getattr(p, "data", lambda: p)() if backend.name == "mxnet" else p)  # noqa: E731
-    return convert(weight), convert(bias)
+
+    def convert(parameter):
+        if parameter is None:
+            return None
+        # a Gluon Parameter hands out its array through .data(); other frameworks' parameters are tensors
+        data = getattr(parameter, "data", None)
+        return backend.to_numpy(data() if callable(data) else parameter)
+
+    return convert(layer.weight), convert(layer.bias)
 
 
 def test_same_seed_same_initial_weights_everywhere(backend):
@@ -34,7 +39,9 @@ def test_conv2d_layer_forward_matches_functional(backend):
     weight, bias = initial_weights((3, 3), 2, 3, True, 1)
     pads = tuple(reference.same_pads(7, 3, 2, 1) for _ in range(2))
     expected = reference.conv2d(X, weight, bias, (2, 2), pads, (1, 1))
-    reference.assert_within_bound(y, expected, reference.conv2d_bound(X, weight, (2, 2), pads) + 4 * 2.0**-24 * np.abs(expected), "layer")
+    reference.assert_within_bound(
+        y, expected, reference.conv2d_bound(X, weight, (2, 2), pads) + 4 * 2.0**-24 * np.abs(expected), "layer"
+    )
 
 
 def test_conv2d_layer_book_usage(backend):
@@ -53,7 +60,9 @@ def test_conv2d_layer_channels_last(backend):
     np.testing.assert_allclose(y_last, y_first.transpose(0, 2, 3, 1), rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("layer, expected", [("MaxPool2D", [[5.0, 7.0], [13.0, 15.0]]), ("AvgPool2D", [[2.5, 4.5], [10.5, 12.5]])])
+@pytest.mark.parametrize(
+    "layer, expected", [("MaxPool2D", [[5.0, 7.0], [13.0, 15.0]]), ("AvgPool2D", [[2.5, 4.5], [10.5, 12.5]])]
+)
 def test_pool_layers_default_stride_is_the_window(backend, layer, expected):
     pool = getattr(cl, layer)(2, backend=backend.name)
     y = pool(backend.asarray(np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4), "float32"))
@@ -85,7 +94,12 @@ def test_train_kernel_trajectory(backend, gradient, seed, bias):
     X = cl.images.stripes()
     Y = reference.corr2d(X, cl.kernels.edge()).astype(np.float32)
     result = cl.train_kernel(
-        backend.asarray(X, "float32"), backend.asarray(Y, "float32"), (1, 2), epochs=10, seed=seed, bias=bias,
+        backend.asarray(X, "float32"),
+        backend.asarray(Y, "float32"),
+        (1, 2),
+        epochs=10,
+        seed=seed,
+        bias=bias,
         gradient=gradient,
     )
     expected = _numpy_float64_losses(X, Y, (1, 2), 3e-2, 10, seed, bias)
@@ -110,6 +124,10 @@ def test_train_kernel_callback_and_batch(backend):
     calls = []
     X = np.stack([cl.images.stripes(), cl.images.stripes()[::-1]])[:, None]
     Y = cl.conv2d(X, cl.kernels.edge()[None, None])
-    cl.train_kernel(backend.asarray(X, "float32"), backend.asarray(Y, "float32"), epochs=3,
-                    callback=lambda epoch, loss, kernel: calls.append((epoch, loss)))
+    cl.train_kernel(
+        backend.asarray(X, "float32"),
+        backend.asarray(Y, "float32"),
+        epochs=3,
+        callback=lambda epoch, loss, kernel: calls.append((epoch, loss)),
+    )
     assert [epoch for epoch, _ in calls] == [0, 1, 2]

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import reference
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import convlab as cl
-
-import reference
 
 PAD_FORMS = [
     (0, ((0, 0), (0, 0))),
@@ -135,9 +134,7 @@ def test_pool2d_ranks_and_channels_last(backend, shape):
     y = cl.pool2d(backend.asarray(X, "float32"), 2, "avg", 2)
     assert tuple(y.shape) == shape[:-2] + (2, 3)
     if len(shape) == 4:
-        last = cl.pool2d(
-            backend.asarray(X.transpose(0, 2, 3, 1), "float32"), 2, "avg", 2, data_format="channels_last"
-        )
+        last = cl.pool2d(backend.asarray(X.transpose(0, 2, 3, 1), "float32"), 2, "avg", 2, data_format="channels_last")
         np.testing.assert_array_equal(backend.to_numpy(last), backend.to_numpy(y).transpose(0, 2, 3, 1))
 
 
@@ -187,8 +184,9 @@ def test_inputs_are_never_modified(backend):
     tensors = [backend.asarray(a, "float32") for a in (X, K, bias)]
     copies = [backend.to_numpy(t).copy() for t in tensors]
     cl.conv2d(*tensors, padding="same", stride=2)
-    cl.conv2d_vjp(tensors[0], tensors[1], backend.asarray(np.ones((1, 2, 3, 3), np.float32), "float32"),
-                  padding="same", stride=2)
+    cl.conv2d_vjp(
+        tensors[0], tensors[1], backend.asarray(np.ones((1, 2, 3, 3), np.float32), "float32"), padding="same", stride=2
+    )
     cl.pool2d(tensors[0], 3, padding=1)
     cl.pool2d(tensors[0], 3, "avg", padding=1)
     for tensor, copy in zip(tensors, copies):
@@ -219,7 +217,9 @@ conv_case = st.fixed_dictionaries(
         "channels": st.tuples(st.integers(1, 3), st.integers(1, 3)),
         "stride": st.tuples(st.integers(1, 3), st.integers(1, 3)),
         "dilation": st.tuples(st.integers(1, 3), st.integers(1, 3)),
-        "pads": st.tuples(st.tuples(st.integers(0, 3), st.integers(0, 3)), st.tuples(st.integers(0, 3), st.integers(0, 3))),
+        "pads": st.tuples(
+            st.tuples(st.integers(0, 3), st.integers(0, 3)), st.tuples(st.integers(0, 3), st.integers(0, 3))
+        ),
         "seed": st.integers(0, 2**16),
     }
 )
@@ -238,13 +238,23 @@ def test_property_conv2d_matches_oracle(backend, case):
     """Random shapes, strides, explicit pads and dilations: exact on integer inputs."""
     if not _fits(case):
         with pytest.raises(cl.ConvlabValueError, match="larger than the padded input"):
-            cl.output_shape((1, case["channels"][0]) + case["size"], (case["channels"][1], case["channels"][0]) + case["kernel"],
-                            stride=case["stride"], padding=case["pads"], dilation=case["dilation"])
+            cl.output_shape(
+                (1, case["channels"][0]) + case["size"],
+                (case["channels"][1], case["channels"][0]) + case["kernel"],
+                stride=case["stride"],
+                padding=case["pads"],
+                dilation=case["dilation"],
+            )
         return
     c_in, c_out = case["channels"]
     X, K = integer_inputs((1, c_in) + case["size"], (c_out, c_in) + case["kernel"], case["seed"])
-    y = cl.conv2d(backend.asarray(X, "float32"), backend.asarray(K, "float32"), stride=case["stride"],
-                  padding=case["pads"], dilation=case["dilation"])
+    y = cl.conv2d(
+        backend.asarray(X, "float32"),
+        backend.asarray(K, "float32"),
+        stride=case["stride"],
+        padding=case["pads"],
+        dilation=case["dilation"],
+    )
     expected = reference.conv2d(X, K, None, case["stride"], case["pads"], case["dilation"])
     np.testing.assert_array_equal(backend.to_numpy(y), expected)
 
