@@ -1,0 +1,358 @@
+"""convlab's TensorFlow backend: each primitive is one or two TensorFlow ops, computed in NHWC.
+
+TensorFlow's CPU convolution and pooling kernels are NHWC (oneDNN runs an NCHW forward convolution, but
+the gradient kernels refuse NCHW on CPU), so ``data_format="channels_last"`` runs with no layout change and
+channels-first inputs move their axes with a free reshape when the moving axes have size 1, a transpose
+otherwise. TensorFlow is imported when the backend is first used, never when this module is imported.
+
+Example:
+    >>> import tensorflow as tf
+    >>> import convlab as cl
+    >>> cl.corr2d(tf.constant([[0.0, 1, 2], [3, 4, 5], [6, 7, 8]]), tf.constant([[0.0, 1], [2, 3]])).numpy().tolist()
+    [[19.0, 25.0], [37.0, 43.0]]
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Optional, Sequence, Tuple
+
+import numpy as np
+
+from convlab.backend import Backend, Pads, Pair
+
+NCHW_TO_NHWC = (0, 2, 3, 1)
+NHWC_TO_NCHW = (0, 3, 1, 2)
+OIHW_TO_HWIO = (2, 3, 1, 0)
+
+
+class TensorflowBackend(Backend):
+    """convlab on TensorFlow: takes ``tf.Tensor``, ``tf.Variable`` and Keras 3 variables, returns ``tf.Tensor``.
+
+    Works eagerly, inside ``tf.function`` (also with ``jit_compile=True``) and under ``tf.GradientTape``;
+    ``cl.Conv2D(..., backend="tensorflow")`` is a Keras 3 layer.
+
+    Example:
+        >>> import tensorflow as tf
+        >>> import convlab as cl
+        >>> X = tf.Variable(tf.ones((1, 6, 8, 1)))
+        >>> cl.conv2d(X, tf.ones((1, 2, 1, 1)), data_format="channels_last").shape
+        TensorShape([1, 6, 7, 1])
+    """
+
+    name = "tensorflow"
+    framework_modules = ("tensorflow", "keras")
+    package = "convlab-tensorflow"
+
+    def __init__(self) -> None:
+        import tensorflow as tf
+
+        self.tf = tf
+        # tf.Tensor (eager and symbolic), tf.Variable and Keras 3 variables all derive from this type.
+        self._tensor_types = tf.__internal__.types.Tensor
+        self._dtypes = {"float32": tf.float32, "float64": tf.float64}
+        self._multi_device: Optional[bool] = None  # found out at the first device_of, once tensors exist
+
+    # -- tensors ------------------------------------------------------------------------------------
+    def version(self) -> str:
+        return self.tf.__version__
+
+    def is_tensor(self, x: Any) -> bool:
+        return isinstance(x, self._tensor_types)
+
+    def dtype_name(self, x: Any) -> str:
+        dtype = x.dtype
+        return dtype if isinstance(dtype, str) else dtype.name  # Keras 3 variables name their dtype with a str
+
+    def device_of(self, x: Any) -> Any:
+        if self._multi_device is None:
+            self._multi_device = len(self.tf.config.list_logical_devices()) > 1
+        if not self._multi_device:
+            return None  # one device: nothing to tell apart, and no string lookup per call
+        return getattr(x, "device", "") or None  # symbolic tensors inside tf.function have no device yet
+
+    def asarray(self, x: Any, dtype: str) -> Any:
+        tf = self.tf
+        target = self._dtypes[dtype]
+        if isinstance(x, np.ndarray):
+            return tf.constant(x, dtype=target)
+        if not isinstance(x, tf.Tensor):  # a tf.Variable or Keras variable: read its current value once
+            x = tf.convert_to_tensor(x)
+        return x if x.dtype == target else tf.cast(x, target)
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        return self.tf.convert_to_tensor(x).numpy()
+
+    # -- array plumbing -----------------------------------------------------------------------------
+    def reshape(self, x: Any, shape: Sequence[int]) -> Any:
+        return self.tf.reshape(x, shape)
+
+    def transpose(self, x: Any, axes: Sequence[int]) -> Any:
+        return self.tf.transpose(x, axes)
+
+    def flip(self, x: Any, axes: Sequence[int]) -> Any:
+        return self.tf.reverse(x, axes)
+
+    def pad(self, x: Any, pads: Sequence[Pair], value: float = 0.0) -> Any:
+        if not any(any(p) for p in pads):
+            return x
+        return self.tf.pad(x, pads, constant_values=value)
+
+    def sum(self, x: Any, axes: Sequence[int]) -> Any:
+        return self.tf.reduce_sum(x, axis=axes)
+
+    def matmul(self, a: Any, b: Any) -> Any:
+        return self.tf.linalg.matmul(a, b)
+
+    # -- compute primitives -------------------------------------------------------------------------
+    def conv2d(self, x: Any, k: Any, stride: Pair, pads: Pads, dilation: Pair, channels_last: bool) -> Any:
+        if self._multi_device and x.device:  # TF would run on its default GPU, not where the input lives
+            with self.tf.device(x.device):
+                return self._conv2d(x, k, stride, pads, dilation, channels_last)
+        return self._conv2d(x, k, stride, pads, dilation, channels_last)
+
+    def _conv2d(self, x: Any, k: Any, stride: Pair, pads: Pads, dilation: Pair, channels_last: bool) -> Any:
+        conv = self.tf.nn.conv2d
+        if not channels_last:
+            x, k = self._move_axes(x, NCHW_TO_NHWC), self._move_axes(k, OIHW_TO_HWIO)
+        if dilation != (1, 1):
+            k = self._dilate(k, dilation)
+        y = conv(x, k, stride, _nhwc_padding(pads))
+        return y if channels_last else self._move_axes(y, NHWC_TO_NCHW)
+
+    def _dilate(self, k: Any, dilation: Pair) -> Any:
+        """An HWIO kernel with zeros between its taps, the dilated kernel spelled out.
+
+        TensorFlow's CPU kernels run dilated convolutions forward but refuse their gradients
+        ("Current CPU implementations do not yet support dilation rates larger than 1"); a spelled-out
+        kernel is an ordinary convolution, with stride and explicit pads, that every device can differentiate.
+        """
+        tf = self.tf
+        (kernel_h, kernel_w, in_channels, out_channels), (dh, dw) = k.shape.as_list(), dilation
+        spread = tf.pad(
+            tf.reshape(k, (kernel_h, 1, kernel_w, 1, in_channels, out_channels)),
+            ((0, 0), (0, dh - 1), (0, 0), (0, dw - 1), (0, 0), (0, 0)),
+        )
+        spread = tf.reshape(spread, (kernel_h * dh, kernel_w * dw, in_channels, out_channels))
+        return spread[: (kernel_h - 1) * dh + 1, : (kernel_w - 1) * dw + 1]
+
+    def pool2d(
+        self,
+        x: Any,
+        window: Pair,
+        stride: Pair,
+        pads: Pads,
+        mode: str,
+        count_include_pad: bool,
+        channels_last: bool,
+    ) -> Any:
+        if self._multi_device and x.device:  # as in conv2d: stay on the input's device
+            with self.tf.device(x.device):
+                return self._pool2d(x, window, stride, pads, mode, count_include_pad, channels_last)
+        return self._pool2d(x, window, stride, pads, mode, count_include_pad, channels_last)
+
+    def _pool2d(self, x, window, stride, pads, mode, count_include_pad, channels_last):
+        tf = self.tf
+        if not channels_last:  # pooling is per channel: NCHW is a batch of one-channel NHWC images, a free reshape
+            _, channels, height, width = x.shape.as_list()
+            y = self._pool2d(tf.reshape(x, (-1, height, width, 1)), window, stride, pads, mode, count_include_pad, True)
+            _, out_h, out_w, _ = y.shape.as_list()
+            return tf.reshape(y, (-1, channels, out_h, out_w))
+        padding = _nhwc_padding(pads)
+        if mode == "max":  # TF's explicit max-pool padding never wins a max: the -inf padding convlab asks for
+            return tf.nn.max_pool2d(x, window, stride, padding)
+        if padding == "VALID":
+            return tf.nn.avg_pool2d(x, window, stride, "VALID")
+        height, width = x.shape.as_list()[1:3]
+        if not count_include_pad and pads == _same_pads((height, width), window, stride):
+            return tf.nn.avg_pool2d(x, window, stride, "SAME")  # TF's SAME averages over the real pixels only
+        y = tf.nn.avg_pool2d(tf.pad(x, padding), window, stride, "VALID")  # AvgPool has no explicit padding
+        if count_include_pad:
+            return y
+        ones = tf.pad(tf.ones((1, height, width, 1), x.dtype), padding)
+        return y / tf.nn.avg_pool2d(ones, window, stride, "VALID")  # divide by the real pixels' share of the window
+
+    def _move_axes(self, x: Any, axes: Tuple[int, ...]) -> Any:
+        """``tf.transpose(x, axes)``, done as a free reshape when only size-1 axes change place."""
+        shape = x.shape.as_list()
+        moving = [axis for axis in axes if shape[axis] != 1]
+        if moving == sorted(moving):
+            return self.tf.reshape(x, [-1 if shape[axis] is None else shape[axis] for axis in axes])
+        return self.tf.transpose(x, axes)
+
+    # -- training and layers ------------------------------------------------------------------------
+    def value_and_grad(self, fn: Callable[[list], Any]) -> Callable[[list], Tuple[Any, list]]:
+        tf = self.tf
+
+        def step(params: list) -> Tuple[Any, list]:
+            with tf.GradientTape() as tape:
+                tape.watch(params)
+                loss = fn(params)
+            return loss, tape.gradient(loss, params)
+
+        return step
+
+    def conv2d_layer(self, config: dict, weight: np.ndarray, bias: Optional[np.ndarray]) -> Any:
+        return _keras_layers()[0](self, config, weight, bias)
+
+    def pool2d_layer(self, config: dict) -> Any:
+        return _keras_layers()[1](self, config)
+
+
+@functools.lru_cache(maxsize=1024)
+def _nhwc_padding(pads: Pads) -> Any:
+    """tf.nn's padding argument for explicit pads: "VALID" when there are none, else the NHWC list of pairs."""
+    (top, bottom), (left, right) = pads
+    if top == bottom == left == right == 0:
+        return "VALID"
+    return [[0, 0], [top, bottom], [left, right], [0, 0]]
+
+
+@functools.lru_cache(maxsize=1024)
+def _same_pads(size: Pair, window: Pair, stride: Pair) -> Pads:
+    """The pads TensorFlow's "SAME" adds: ceil(in / stride) outputs, the odd pixel at the bottom/right."""
+    pads = []
+    for length, span, step in zip(size, window, stride):
+        total = max((-(-length // step) - 1) * step + span - length, 0)
+        pads.append((total // 2, total - total // 2))
+    return tuple(pads)
+
+
+def _static_batchless(name: str, x: Any) -> Tuple[int, ...]:
+    """Shape of a 4-D tensor whose batch size is unknown, with 1 for the batch; a clear error for other unknowns."""
+    from convlab.errors import ConvlabValueError
+
+    shape = tuple(x.shape)
+    if len(shape) != 4 or None in shape[1:]:
+        raise ConvlabValueError(
+            f"{name} has shape {shape} with unknown dimensions; convlab needs static shapes (only the batch size "
+            f"of a 4-D input may be unknown in a Keras layer): give tf.function an input_signature with full shapes"
+        )
+    return (1,) + shape[1:]
+
+
+@functools.cache
+def _keras_layers() -> Tuple[type, type]:
+    """The Keras 3 layer classes, made on first use so that importing this module does not import Keras."""
+    import keras
+
+    import convlab
+    from convlab.ops import _describe, _geometry, _pool_geometry, _prepare
+
+    class ConvlabConv2D(keras.layers.Layer):
+        """``convlab.conv2d`` as a trainable Keras 3 layer; ``weight`` and ``bias`` are Keras variables.
+
+        Made by ``cl.Conv2D(..., backend="tensorflow")``; trains in a ``tf.GradientTape`` loop and with
+        ``model.fit`` (Keras models use ``data_format="channels_last"``).
+
+        Example:
+            >>> import numpy as np, keras, convlab as cl
+            >>> layer = cl.Conv2D(3, 1, 4, padding="same", data_format="channels_last", backend="tensorflow")
+            >>> model = keras.Sequential([keras.Input((8, 8, 1)), layer])
+            >>> model(np.ones((2, 8, 8, 1), np.float32)).shape
+            TensorShape([2, 8, 8, 4])
+        """
+
+        def __init__(self, backend: TensorflowBackend, config: dict, weight: np.ndarray, bias, **kwargs: Any):
+            # autocast off: dtypes follow convlab's rules (float32/float64, promotion), not a Keras float16 policy
+            super().__init__(autocast=False, **kwargs)
+            self.convlab_backend = backend
+            self.convlab_config = dict(config)
+            self.weight = self.add_weight(shape=weight.shape, initializer=_initial(weight), name="weight")
+            self.bias = None
+            if bias is not None:
+                self.bias = self.add_weight(shape=bias.shape, initializer=_initial(bias), name="bias")
+            self.built = True
+
+        def call(self, inputs: Any) -> Any:
+            if len(inputs.shape) == 4 and inputs.shape[0] is None:  # model.fit traces with an unknown batch size
+                return self._call_unknown_batch(inputs)
+            return convlab.conv2d(inputs, self.weight, self.bias, backend=self.convlab_backend, **self.convlab_config)
+
+        def _call_unknown_batch(self, inputs: Any) -> Any:
+            # The core validates static shapes: check with batch 1, then run the primitive, which takes any batch.
+            backend, config = self.convlab_backend, self.convlab_config
+            names = ("X", "K") if self.bias is None else ("X", "K", "bias")
+            items = [_describe(backend, name, value) for name, value in zip(names, (inputs, self.weight, self.bias))]
+            geometry = _geometry(
+                _static_batchless("X", inputs),
+                items[1].shape,
+                None if self.bias is None else items[2].shape,
+                config["stride"],
+                config["padding"],
+                config["dilation"],
+                config["data_format"],
+            )
+            tensors, _ = _prepare(backend, items, names)
+            y = backend.conv2d(
+                tensors[0], tensors[1], geometry.stride, geometry.pads, geometry.dilation, geometry.channels_last
+            )
+            if self.bias is None:
+                return y
+            return y + backend.reshape(tensors[2], (1, 1, 1, -1) if geometry.channels_last else (1, -1, 1, 1))
+
+        def compute_output_shape(self, input_shape: Tuple[Optional[int], ...]) -> Tuple[Optional[int], ...]:
+            shape = tuple(input_shape)
+            unknown_batch = len(shape) == 4 and shape[0] is None
+            probe = (1,) + shape[1:] if unknown_batch else shape
+            out = convlab.output_shape(probe, tuple(self.weight.shape), **_conv_args(self.convlab_config))
+            return (None,) + out[1:] if unknown_batch else out
+
+    class ConvlabPool2D(keras.layers.Layer):
+        """``convlab.pool2d`` as a Keras 3 layer (made by ``cl.MaxPool2D`` / ``cl.AvgPool2D``).
+
+        Example:
+            >>> import tensorflow as tf, convlab as cl
+            >>> cl.MaxPool2D(2, backend="tensorflow")(tf.reshape(tf.range(16.0), (4, 4))).numpy().tolist()
+            [[5.0, 7.0], [13.0, 15.0]]
+        """
+
+        def __init__(self, backend: TensorflowBackend, config: dict, **kwargs: Any):
+            super().__init__(autocast=False, **kwargs)
+            self.convlab_backend = backend
+            self.convlab_config = dict(config)
+            self.built = True
+
+        def _geometry(self, shape: Tuple[int, ...]) -> Any:
+            config = self.convlab_config
+            return _pool_geometry(
+                shape, config["pool_size"], config["mode"], config["stride"], config["padding"], config["data_format"]
+            )
+
+        def call(self, inputs: Any) -> Any:
+            backend = self.convlab_backend
+            if len(inputs.shape) == 4 and inputs.shape[0] is None:  # model.fit traces with an unknown batch size
+                geometry = self._geometry(_static_batchless("X", inputs))
+                (x,), _ = _prepare(backend, (_describe(backend, "X", inputs),), ("X",))
+                count_include_pad = self.convlab_config["count_include_pad"]
+                return backend.pool2d(
+                    x,
+                    geometry.window,
+                    geometry.stride,
+                    geometry.pads,
+                    geometry.mode,
+                    count_include_pad,
+                    geometry.channels_last,
+                )
+            return convlab.pool2d(inputs, backend=backend, **self.convlab_config)
+
+        def compute_output_shape(self, input_shape: Tuple[Optional[int], ...]) -> Tuple[Optional[int], ...]:
+            shape = tuple(input_shape)
+            if len(shape) == 4 and shape[0] is None:
+                return (None,) + self._geometry((1,) + shape[1:]).out[1:]
+            return self._geometry(shape).out
+
+    return ConvlabConv2D, ConvlabPool2D
+
+
+def _initial(values: np.ndarray) -> Callable[..., np.ndarray]:
+    """A Keras initializer that returns the weights convlab drew (same seed, same weights on every backend)."""
+
+    def initializer(shape: Any, dtype: Any = None) -> np.ndarray:
+        return values.astype(dtype or values.dtype)
+
+    return initializer
+
+
+def _conv_args(config: dict) -> dict:
+    return {key: config[key] for key in ("stride", "padding", "dilation", "data_format")}
