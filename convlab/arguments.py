@@ -77,6 +77,8 @@ class _Opaque:
 
 def _freeze(value: Any) -> Any:
     """A hashable, type-exact cache key: tuples for sequences, ints and strings as they are."""
+    if type(value) is int or type(value) is str:
+        return value
     if isinstance(value, (list, tuple)):
         return tuple(_freeze(v) for v in value)
     if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):

@@ -25,7 +25,7 @@ from convlab.arguments import (
 )
 from convlab.backend import Backend
 from convlab.errors import ConvlabTypeError, ConvlabValueError
-from convlab.registry import select_backend
+from convlab.registry import default_backend_name, select_backend
 
 BackendArg = Union[str, Backend, None]
 _NEUTRAL = (np.ndarray, np.generic, list, tuple, int, float, bool)
@@ -78,20 +78,19 @@ def _compute_dtype(name: str, kind: str, itemsize: int, dtype_name: str, from_li
 
 def _prepare(backend: Backend, inputs: Sequence[Optional[_Input]], names: Sequence[str]) -> Tuple[list, str]:
     """Convert described inputs to the backend's tensors of one dtype (float64 if any is float64)."""
-    present = [item for item in inputs if item is not None]
-    dtype = "float64" if any(item.dtype == "float64" for item in present) else "float32"
+    _, dtype = _prepare_dtype_and_devices(backend, inputs, names)
+    return [None if item is None else backend.asarray(item.value, dtype) for item in inputs], dtype
+
+
+def _prepare_dtype_and_devices(backend: Backend, inputs: Sequence[Optional[_Input]], names: Sequence[str]):
+    """The one dtype a call computes in (float64 if any input is float64), after checking devices agree."""
+    dtype = "float64" if any(item is not None and item.dtype == "float64" for item in inputs) else "float32"
     if dtype == "float64":
         backend.check_float64()
-    devices = {}
-    for name, item in zip(names, inputs):
-        if item is not None and item.is_tensor:
-            device = backend.device_of(item.value)
-            if device is not None:
-                devices.setdefault(device, name)
-    if len(devices) > 1:
-        where = ", ".join(f"{name} on {device}" for device, name in devices.items())
-        raise ConvlabValueError(f"inputs are on different devices ({where}); move them to one device first")
-    return [None if item is None else backend.asarray(item.value, dtype) for item in inputs], dtype
+    if type(backend).device_of is not Backend.device_of:
+        tensors = [(name, item.value) for name, item in zip(names, inputs) if item is not None and item.is_tensor]
+        _check_devices(backend, [value for _, value in tensors], [name for name, _ in tensors])
+    return None, dtype
 
 
 def _inputs(backend: BackendArg, **named: Any) -> Tuple[Backend, dict]:
@@ -255,12 +254,72 @@ def conv2d(
         >>> cl.conv2d(np.ones((1, 2, 5, 5)), np.ones((4, 2, 3, 3)), padding="same", stride=2).shape
         (1, 4, 3, 3)
     """
-    chosen, items = _inputs(backend, X=X, K=K, bias=bias)
-    x_in, k_in, b_in = items["X"], items["K"], items["bias"]
-    geometry = _geometry(
-        x_in.shape, k_in.shape, None if b_in is None else b_in.shape, stride, padding, dilation, data_format
+    try:  # a call like an earlier one reuses its plan: validation ran then, on the same types and shapes
+        key = (
+            backend or default_backend_name(),
+            type(X), X.shape, X.dtype, type(K), K.shape, K.dtype,
+            None if bias is None else (type(bias), bias.shape, bias.dtype),
+            _freeze(stride), _freeze(padding), _freeze(dilation), data_format,
+        )  # fmt: skip
+        plan = _PLANS.get(key)
+    except (AttributeError, TypeError):  # lists, or unhashable arguments: no plan
+        key = plan = None
+    if plan is None:
+        chosen, items = _inputs(backend, X=X, K=K, bias=bias)
+        x_in, k_in, b_in = items["X"], items["K"], items["bias"]
+        geometry = _geometry(
+            x_in.shape, k_in.shape, None if b_in is None else b_in.shape, stride, padding, dilation, data_format
+        )
+        plan = _plan(chosen, geometry, (x_in, k_in, b_in), ("X", "K", "bias"), key)
+        if plan is None:
+            return _conv(chosen, x_in, k_in, b_in, geometry)
+    chosen, dtype, convert = plan.backend, plan.dtype, plan.convert
+    if plan.check_devices:
+        _check_devices(chosen, (X, K, bias), ("X", "K", "bias"))
+    x = chosen.asarray(X, dtype) if convert[0] else X
+    k = chosen.asarray(K, dtype) if convert[1] else K
+    b = chosen.asarray(bias, dtype) if convert[2] else bias
+    return _run_conv(chosen, x, k, b, plan.geometry)
+
+
+class _Plan(NamedTuple):
+    backend: Backend
+    geometry: Any
+    dtype: str
+    convert: Tuple[bool, ...]  # which inputs need backend.asarray
+    check_devices: bool
+
+
+_PLANS: dict = {}
+
+
+def _plan(backend: Backend, geometry: Any, items: Sequence[Optional[_Input]], names: Sequence[str], key: Any):
+    """Validate the dtypes and devices of a call once and remember how to run calls like it."""
+    _, dtype = _prepare_dtype_and_devices(backend, items, names)
+    if key is None:
+        return None
+    convert = tuple(
+        item is not None
+        and (not item.is_tensor or item.dtype != dtype or backend.dtype_name(item.value) != dtype)
+        and not (type(item.value) is np.ndarray and backend.name == "numpy" and item.value.dtype == dtype)
+        for item in items
     )
-    return _conv(chosen, x_in, k_in, b_in, geometry)
+    tensors = sum(1 for item in items if item is not None and item.is_tensor)
+    check = tensors > 1 and type(backend).device_of is not Backend.device_of
+    if len(_PLANS) > 4096:
+        _PLANS.clear()
+    plan = _PLANS[key] = _Plan(backend, geometry, dtype, convert, check)
+    return plan
+
+
+def _check_devices(backend: Backend, values: Sequence[Any], names: Sequence[str]) -> None:
+    devices = {}
+    for name, value in zip(names, values):
+        if value is not None and backend.is_tensor(value):
+            devices.setdefault(backend.device_of(value), name)
+    if len(devices) > 1:
+        where = ", ".join(f"{name} on {device}" for device, name in devices.items())
+        raise ConvlabValueError(f"inputs are on different devices ({where}); move them to one device first")
 
 
 def _conv(backend: Backend, x_in: _Input, k_in: _Input, b_in: Optional[_Input], geometry: ConvGeometry) -> Any:
@@ -450,6 +509,7 @@ def conv2d_vjp(
 class PoolGeometry(NamedTuple):
     x4: Tuple[int, int, int, int]
     out: Tuple[int, ...]
+    out4: Tuple[int, int, int, int]
     window: Tuple[int, int]
     stride: Tuple[int, int]
     pads: Pads
@@ -487,7 +547,7 @@ def _pool_geometry(x_shape, pool_size, mode, stride, padding, data_format) -> Po
     else:
         out4 = (x4[0], x4[1], out_h, out_w)
     out = (out_h, out_w) if rank == 2 else out4[4 - rank :]
-    return PoolGeometry(x4, out, window, stride_pair, pads, mode, channels_last)
+    return PoolGeometry(x4, out, out4, window, stride_pair, pads, mode, channels_last)
 
 
 def pool2d(
@@ -513,6 +573,17 @@ def pool2d(
         >>> cl.pool2d([[0, 1, 2], [3, 4, 5], [6, 7, 8]], (2, 2), "avg").tolist()
         [[2.0, 3.0], [5.0, 6.0]]
     """
+    try:
+        key = (
+            backend or default_backend_name(), type(X), X.shape, X.dtype,
+            _freeze(pool_size), mode, _freeze(stride), _freeze(padding), count_include_pad, data_format,
+        )  # fmt: skip
+        plan = _PLANS.get(key) if type(count_include_pad) is bool else None
+    except (AttributeError, TypeError):
+        key = plan = None
+    if plan is not None:
+        x = plan.backend.asarray(X, plan.dtype) if plan.convert[0] else X
+        return _run_pool(plan.backend, x, plan.geometry, count_include_pad)
     chosen, items = _inputs(backend, X=X)
     x_in = items["X"]
     if not isinstance(count_include_pad, (bool, np.bool_)):
@@ -523,14 +594,22 @@ def pool2d(
         if isinstance(error, ConvlabTypeError):
             raise
         raise ConvlabTypeError(f"pool_size, mode, stride, padding and data_format have wrong types: {error}") from None
-    (x,), _ = _prepare(chosen, (x_in,), ("X",))
-    if x_in.shape != geometry.x4:
-        x = chosen.reshape(x, geometry.x4)
-    y = chosen.pool2d(
-        x, geometry.window, geometry.stride, geometry.pads, mode, bool(count_include_pad), geometry.channels_last
+    plan = _plan(chosen, geometry, (x_in,), ("X",), key if type(count_include_pad) is bool else None)
+    if plan is None:
+        (x,), _ = _prepare(chosen, (x_in,), ("X",))
+    else:
+        x = chosen.asarray(X, plan.dtype) if plan.convert[0] else X
+    return _run_pool(chosen, x, geometry, bool(count_include_pad))
+
+
+def _run_pool(backend: Backend, x: Any, geometry: PoolGeometry, count_include_pad: bool) -> Any:
+    if x.shape != geometry.x4:
+        x = backend.reshape(x, geometry.x4)
+    y = backend.pool2d(
+        x, geometry.window, geometry.stride, geometry.pads, geometry.mode, count_include_pad, geometry.channels_last
     )
-    if tuple(y.shape) != geometry.out:
-        y = chosen.reshape(y, geometry.out)
+    if geometry.out != geometry.out4:
+        y = backend.reshape(y, geometry.out)
     return y
 
 

@@ -58,6 +58,9 @@ def register_backend(name: str, factory: Callable[[], Backend]) -> None:
     _factories[name] = factory
     _instances.pop(name, None)
     _by_type.clear()
+    from convlab.ops import _PLANS
+
+    _PLANS.clear()
 
 
 def _load_entry_points() -> None:
