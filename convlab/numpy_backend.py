@@ -158,18 +158,20 @@ def _conv_gemm(x, k, stride, pads, dilation):
     taps = np.ascontiguousarray(k.transpose(2, 3, 1, 0), dtype=dtype)  # (kh, kw, C, O)
     tmp = None
     if stride == (1, 1):
-        # Stride 1: the window at offset (i, j) is one contiguous run of the flattened rows, so each
-        # product reads the input in place; the out_w..padded_w columns it also computes are dropped.
-        flat = nhwc.reshape(batch, (padded_h + spare) * padded_w, in_channels)
-        span = out_h * padded_w
-        y = np.zeros((batch, span, out_channels), dtype=dtype)
-        tmp = np.empty_like(y)
+        # Stride 1: with the whole batch flattened to rows of pixels, the window at offset (i, j) is one
+        # contiguous run of rows, so each offset is a single 2-D product reading the input in place.
+        # Rows whose window straddles an image's edge are computed too, and dropped at the end.
+        flat = nhwc.reshape(-1, in_channels)
+        last = (kernel_h - 1) * dilation[0] * padded_w + (kernel_w - 1) * dilation[1]
+        rows = flat.shape[0] - last
+        y = np.zeros((flat.shape[0], out_channels), dtype=dtype)
+        tmp = np.empty((rows, out_channels), dtype=dtype)
         for i in range(kernel_h):
             for j in range(kernel_w):
                 start = i * dilation[0] * padded_w + j * dilation[1]
-                np.matmul(flat[:, start : start + span], taps[i, j], out=tmp)
-                y += tmp
-        y = y.reshape(batch, out_h, padded_w, out_channels)[:, :, :out_w]
+                np.matmul(flat[start : start + rows], taps[i, j], out=tmp)
+                y[:rows] += tmp
+        y = y.reshape(batch, padded_h + spare, padded_w, out_channels)[:, :out_h, :out_w]
     else:
         y = np.zeros((batch * out_h * out_w, out_channels), dtype=dtype)
         for i in range(kernel_h):
