@@ -1,0 +1,219 @@
+"""convlab's PyTorch backend: every primitive is one or two ``torch`` ops; layers are ``torch.nn.Module``s.
+
+Importing this module does not import torch: the framework is imported when the backend is first
+created (``convlab.get_backend("torch")``, or the first torch tensor convlab sees), and the layer
+classes are built on first access.
+
+Example:
+    >>> import torch, convlab as cl
+    >>> cl.corr2d(torch.arange(9.0).reshape(3, 3), torch.tensor([[0.0, 1.0], [2.0, 3.0]])).tolist()
+    [[19.0, 25.0], [37.0, 43.0]]
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Sequence, Tuple
+
+import numpy as np
+
+import convlab
+from convlab.backend import Backend, Pads, Pair
+
+__all__ = ["TorchBackend", "TorchConv2D", "TorchPool2D"]
+
+_INF = float("inf")
+
+
+class TorchBackend(Backend):
+    """The convlab backend for PyTorch tensors; results keep the input's device and dtype.
+
+    Example:
+        >>> import torch, convlab as cl
+        >>> x = torch.ones(1, 1, 4, 4, dtype=torch.float64)
+        >>> y = cl.pool2d(x, 2, "avg", stride=2, backend="torch")
+        >>> y.dtype, tuple(y.shape)
+        (torch.float64, (1, 1, 2, 2))
+    """
+
+    name = "torch"
+    framework_modules = ("torch",)
+    package = "convlab-torch"
+
+    def __init__(self) -> None:
+        import torch
+        import torch.nn.functional
+
+        self._torch = torch
+        self._functional = torch.nn.functional
+        self._dtypes = {"float32": torch.float32, "float64": torch.float64}
+        self._dtype_names = {torch.float32: "float32", torch.float64: "float64"}
+
+    # -- tensors ----------------------------------------------------------------------------------
+    def version(self) -> str:
+        return str(self._torch.__version__)
+
+    def is_tensor(self, x: Any) -> bool:
+        return isinstance(x, self._torch.Tensor)
+
+    def dtype_name(self, x: Any) -> str:
+        dtype = x.dtype
+        return self._dtype_names.get(dtype) or str(dtype).replace("torch.", "")
+
+    def device_of(self, x: Any) -> Any:
+        return x.device
+
+    def asarray(self, x: Any, dtype: str) -> Any:
+        target = self._dtypes[dtype]
+        if isinstance(x, self._torch.Tensor):
+            return x if x.dtype is target else x.to(target)
+        # why: torch refuses negative strides and warns on read-only arrays; one fresh C copy avoids both
+        return self._torch.from_numpy(np.array(x, dtype=dtype, order="C"))
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        return x.detach().cpu().numpy()
+
+    # -- array plumbing -----------------------------------------------------------------------------
+    def transpose(self, x: Any, axes: Sequence[int]) -> Any:
+        return x.permute(*axes)
+
+    def flip(self, x: Any, axes: Sequence[int]) -> Any:
+        return self._torch.flip(x, tuple(axes))
+
+    def pad(self, x: Any, pads: Sequence[Pair], value: float = 0.0) -> Any:
+        if not any(before or after for before, after in pads):
+            return x
+        # why: F.pad lists (before, after) pairs from the last axis backwards
+        flat = [side for pair in reversed(pads) for side in pair]
+        return self._functional.pad(x, flat, value=value)
+
+    def sum(self, x: Any, axes: Sequence[int]) -> Any:
+        # why: torch reads an empty dim tuple as "reduce everything"; NumPy (the contract) reduces nothing
+        return x.sum(dim=tuple(axes)) if len(axes) else x
+
+    # -- compute primitives ---------------------------------------------------------------------------
+    def conv2d(self, x: Any, k: Any, stride: Pair, pads: Pads, dilation: Pair, channels_last: bool) -> Any:
+        if channels_last:  # NHWC/HWIO as NCHW/OIHW views: torch's conv runs natively on channels_last memory
+            x, k = x.permute(0, 3, 1, 2), k.permute(3, 2, 0, 1)
+        (top, bottom), (left, right) = pads
+        if top == bottom and left == right:
+            y = self._functional.conv2d(x, k, None, stride, (top, left), dilation)
+        else:  # F.conv2d pads symmetrically only
+            x = self._functional.pad(x, (left, right, top, bottom))
+            y = self._functional.conv2d(x, k, None, stride, 0, dilation)
+        return y.permute(0, 2, 3, 1) if channels_last else y
+
+    def pool2d(
+        self,
+        x: Any,
+        window: Pair,
+        stride: Pair,
+        pads: Pads,
+        mode: str,
+        count_include_pad: bool,
+        channels_last: bool,
+    ) -> Any:
+        functional = self._functional
+        if channels_last:
+            x = x.permute(0, 3, 1, 2)
+        (top, bottom), (left, right) = pads
+        # torch pads natively only symmetrically and by at most half the window
+        native = top == bottom and left == right and 2 * top <= window[0] and 2 * left <= window[1]
+        if mode == "max":
+            if native:
+                y = functional.max_pool2d(x, window, stride, (top, left))
+            else:
+                y = functional.max_pool2d(functional.pad(x, (left, right, top, bottom), value=-_INF), window, stride)
+        elif native:
+            y = functional.avg_pool2d(x, window, stride, (top, left), False, count_include_pad)
+        elif count_include_pad:
+            y = functional.avg_pool2d(functional.pad(x, (left, right, top, bottom)), window, stride)
+        else:  # window sums divided by the number of real pixels each window covers
+            flat = (left, right, top, bottom)
+            sums = functional.avg_pool2d(functional.pad(x, flat), window, stride, divisor_override=1)
+            ones = x.new_ones((1, 1) + tuple(x.shape[2:]))
+            y = sums / functional.avg_pool2d(functional.pad(ones, flat), window, stride, divisor_override=1)
+        return y.permute(0, 2, 3, 1) if channels_last else y
+
+    # -- training and layers -------------------------------------------------------------------------
+    def value_and_grad(self, fn: Callable[[list], Any]) -> Callable[[list], Tuple[Any, list]]:
+        autograd = self._torch.autograd
+
+        def step(params: list) -> Tuple[Any, list]:
+            leaves = [p.detach().requires_grad_(True) for p in params]
+            loss = fn(leaves)
+            return loss.detach(), list(autograd.grad(loss, leaves))
+
+        return step
+
+    def conv2d_layer(self, config: dict, weight: np.ndarray, bias: np.ndarray | None) -> Any:
+        return _layer_classes()[0](config, weight, bias, self.name)
+
+    def pool2d_layer(self, config: dict) -> Any:
+        return _layer_classes()[1](config, self.name)
+
+
+@functools.cache
+def _layer_classes() -> Tuple[type, type]:
+    """Build the nn.Module classes on first use, so that importing this module does not import torch."""
+    import torch
+
+    class TorchConv2D(torch.nn.Module):
+        """convlab's Conv2D as a ``torch.nn.Module``: ``weight`` (Co, C, kh, kw) and ``bias`` (Co,) parameters.
+
+        With ``data_format="channels_last"`` the weight is (kh, kw, C, Co). Works with ``torch.optim``,
+        ``state_dict`` and ``torch.compile``.
+
+        Example:
+            >>> import torch, convlab as cl
+            >>> layer = cl.Conv2D(3, 2, 4, padding=1, seed=0, backend="torch")
+            >>> tuple(layer(torch.ones(1, 2, 5, 5)).shape), tuple(layer.weight.shape)
+            ((1, 4, 5, 5), (4, 2, 3, 3))
+        """
+
+        def __init__(self, config: dict, weight: np.ndarray, bias: np.ndarray | None, backend: str = "torch"):
+            super().__init__()
+            self.config = dict(config)
+            self.backend = backend
+            self.weight = torch.nn.Parameter(torch.from_numpy(weight))
+            self.bias = None if bias is None else torch.nn.Parameter(torch.from_numpy(bias))
+
+        def forward(self, X: Any) -> Any:
+            return convlab.conv2d(X, self.weight, self.bias, backend=self.backend, **self.config)
+
+        def extra_repr(self) -> str:
+            config = ", ".join(f"{key}={value!r}" for key, value in self.config.items())
+            return f"weight={tuple(self.weight.shape)}, bias={self.bias is not None}, {config}"
+
+    class TorchPool2D(torch.nn.Module):
+        """convlab's MaxPool2D / AvgPool2D as a parameter-free ``torch.nn.Module``.
+
+        Example:
+            >>> import torch, convlab as cl
+            >>> cl.MaxPool2D(2, backend="torch")(torch.arange(16.0).reshape(4, 4)).tolist()
+            [[5.0, 7.0], [13.0, 15.0]]
+        """
+
+        def __init__(self, config: dict, backend: str = "torch"):
+            super().__init__()
+            self.config = dict(config)
+            self.backend = backend
+
+        def forward(self, X: Any) -> Any:
+            return convlab.pool2d(X, backend=self.backend, **self.config)
+
+        def extra_repr(self) -> str:
+            return ", ".join(f"{key}={value!r}" for key, value in self.config.items())
+
+    for cls in (TorchConv2D, TorchPool2D):
+        cls.__qualname__ = cls.__name__  # why: pickle finds the class as convlab_torch.<name> (module __getattr__)
+    return TorchConv2D, TorchPool2D
+
+
+def __getattr__(name: str) -> Any:
+    """``convlab_torch.TorchConv2D`` / ``TorchPool2D``, built (and torch imported) on first access."""
+    if name == "TorchConv2D":
+        return _layer_classes()[0]
+    if name == "TorchPool2D":
+        return _layer_classes()[1]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
