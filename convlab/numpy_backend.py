@@ -151,9 +151,7 @@ def _conv_gemm(x, k, stride, pads, dilation):
     out_h, out_w = _out_hw((height, width), pads, (kernel_h, kernel_w), stride, dilation)
     dtype = np.result_type(x, k)
     padded_h, padded_w = height + top + bottom, width + left + right
-    # One spare row lets the last offset's flat window run past the bottom without reading outside.
-    spare = 1 if stride == (1, 1) else 0
-    nhwc = np.zeros((batch, padded_h + spare, padded_w, in_channels), dtype=dtype)
+    nhwc = np.zeros((batch, padded_h, padded_w, in_channels), dtype=dtype)
     nhwc[:, top : top + height, left : left + width, :] = x.transpose(0, 2, 3, 1)
     taps = np.ascontiguousarray(k.transpose(2, 3, 1, 0), dtype=dtype)  # (kh, kw, C, O)
     tmp = None
@@ -171,7 +169,7 @@ def _conv_gemm(x, k, stride, pads, dilation):
                 start = i * dilation[0] * padded_w + j * dilation[1]
                 np.matmul(flat[start : start + rows], taps[i, j], out=tmp)
                 y[:rows] += tmp
-        y = y.reshape(batch, padded_h + spare, padded_w, out_channels)[:, :out_h, :out_w]
+        y = y.reshape(batch, padded_h, padded_w, out_channels)[:, :out_h, :out_w]
     else:
         y = np.zeros((batch * out_h * out_w, out_channels), dtype=dtype)
         for i in range(kernel_h):
