@@ -48,10 +48,12 @@ class TensorflowBackend(Backend):
         import tensorflow as tf
 
         self.tf = tf
+        # tf.raw_ops: the same kernels as tf.nn, without tf.nn's per-call argument parsing (µs that count at 8x8)
+        self.ops = tf.raw_ops
         # tf.Tensor (eager and symbolic), tf.Variable and Keras 3 variables all derive from this type.
         self._tensor_types = tf.__internal__.types.Tensor
         self._dtypes = {"float32": tf.float32, "float64": tf.float64}
-        self._multi_device: Optional[bool] = None  # found out at the first device_of, once tensors exist
+        self._several_devices: Optional[bool] = None  # asked at the first op, once TensorFlow's runtime is up
 
     # -- tensors ------------------------------------------------------------------------------------
     def version(self) -> str:
@@ -63,13 +65,6 @@ class TensorflowBackend(Backend):
     def dtype_name(self, x: Any) -> str:
         dtype = x.dtype
         return dtype if isinstance(dtype, str) else dtype.name  # Keras 3 variables name their dtype with a str
-
-    def device_of(self, x: Any) -> Any:
-        if self._multi_device is None:
-            self._multi_device = len(self.tf.config.list_logical_devices()) > 1
-        if not self._multi_device:
-            return None  # one device: nothing to tell apart, and no string lookup per call
-        return getattr(x, "device", "") or None  # symbolic tensors inside tf.function have no device yet
 
     def asarray(self, x: Any, dtype: str) -> Any:
         tf = self.tf
@@ -85,10 +80,10 @@ class TensorflowBackend(Backend):
 
     # -- array plumbing -----------------------------------------------------------------------------
     def reshape(self, x: Any, shape: Sequence[int]) -> Any:
-        return self.tf.reshape(x, shape)
+        return self.ops.Reshape(tensor=x, shape=shape)
 
     def transpose(self, x: Any, axes: Sequence[int]) -> Any:
-        return self.tf.transpose(x, axes)
+        return self.ops.Transpose(x=x, perm=axes)
 
     def flip(self, x: Any, axes: Sequence[int]) -> Any:
         return self.tf.reverse(x, axes)
@@ -106,22 +101,23 @@ class TensorflowBackend(Backend):
 
     # -- compute primitives -------------------------------------------------------------------------
     def conv2d(self, x: Any, k: Any, stride: Pair, pads: Pads, dilation: Pair, channels_last: bool) -> Any:
-        if self._multi_device and x.device:  # TF would run on its default GPU, not where the input lives
-            with self.tf.device(x.device):
+        device = self._pinned_device(x)
+        if device:
+            with self.tf.device(device):
                 return self._conv2d(x, k, stride, pads, dilation, channels_last)
         return self._conv2d(x, k, stride, pads, dilation, channels_last)
 
     def _conv2d(self, x: Any, k: Any, stride: Pair, pads: Pads, dilation: Pair, channels_last: bool) -> Any:
-        conv = self.tf.nn.conv2d
         if not channels_last:
             x, k = self._move_axes(x, NCHW_TO_NHWC), self._move_axes(k, OIHW_TO_HWIO)
         if dilation != (1, 1):
             k = self._dilate(k, dilation)
-        y = conv(x, k, stride, _nhwc_padding(pads))
+        strides, padding, explicit = _nhwc_attributes(stride, pads)
+        y = self.ops.Conv2D(input=x, filter=k, strides=strides, padding=padding, explicit_paddings=explicit)
         return y if channels_last else self._move_axes(y, NHWC_TO_NCHW)
 
     def _dilate(self, k: Any, dilation: Pair) -> Any:
-        """An HWIO kernel with zeros between its taps, the dilated kernel spelled out.
+        """An HWIO kernel with zeros between its taps: the dilated kernel spelled out.
 
         TensorFlow's CPU kernels run dilated convolutions forward but refuse their gradients
         ("Current CPU implementations do not yet support dilation rates larger than 1"); a spelled-out
@@ -146,39 +142,51 @@ class TensorflowBackend(Backend):
         count_include_pad: bool,
         channels_last: bool,
     ) -> Any:
-        if self._multi_device and x.device:  # as in conv2d: stay on the input's device
-            with self.tf.device(x.device):
+        device = self._pinned_device(x)
+        if device:
+            with self.tf.device(device):
                 return self._pool2d(x, window, stride, pads, mode, count_include_pad, channels_last)
         return self._pool2d(x, window, stride, pads, mode, count_include_pad, channels_last)
 
-    def _pool2d(self, x, window, stride, pads, mode, count_include_pad, channels_last):
-        tf = self.tf
-        if not channels_last:  # pooling is per channel: NCHW is a batch of one-channel NHWC images, a free reshape
-            _, channels, height, width = x.shape.as_list()
-            y = self._pool2d(tf.reshape(x, (-1, height, width, 1)), window, stride, pads, mode, count_include_pad, True)
-            _, out_h, out_w, _ = y.shape.as_list()
-            return tf.reshape(y, (-1, channels, out_h, out_w))
-        padding = _nhwc_padding(pads)
+    def _pool2d(
+        self, x: Any, window: Pair, stride: Pair, pads: Pads, mode: str, count_include_pad: bool, channels_last: bool
+    ) -> Any:
+        if not channels_last:
+            y = self._pool2d(self._move_axes(x, NCHW_TO_NHWC), window, stride, pads, mode, count_include_pad, True)
+            return self._move_axes(y, NHWC_TO_NCHW)
+        ops = self.ops
+        ksize = (1,) + window + (1,)
+        strides, padding, explicit = _nhwc_attributes(stride, pads)
         if mode == "max":  # TF's explicit max-pool padding never wins a max: the -inf padding convlab asks for
-            return tf.nn.max_pool2d(x, window, stride, padding)
+            return ops.MaxPool(input=x, ksize=ksize, strides=strides, padding=padding, explicit_paddings=explicit)
         if padding == "VALID":
-            return tf.nn.avg_pool2d(x, window, stride, "VALID")
+            return ops.AvgPool(value=x, ksize=ksize, strides=strides, padding="VALID")
         height, width = x.shape.as_list()[1:3]
         if not count_include_pad and pads == _same_pads((height, width), window, stride):
-            return tf.nn.avg_pool2d(x, window, stride, "SAME")  # TF's SAME averages over the real pixels only
-        y = tf.nn.avg_pool2d(tf.pad(x, padding), window, stride, "VALID")  # AvgPool has no explicit padding
+            return ops.AvgPool(value=x, ksize=ksize, strides=strides, padding="SAME")  # averages real pixels only
+        nhwc_pads = ((0, 0),) + pads + ((0, 0),)
+        padded = self.tf.pad(x, nhwc_pads)  # AvgPool has no explicit padding
+        y = ops.AvgPool(value=padded, ksize=ksize, strides=strides, padding="VALID")
         if count_include_pad:
             return y
-        ones = tf.pad(tf.ones((1, height, width, 1), x.dtype), padding)
-        return y / tf.nn.avg_pool2d(ones, window, stride, "VALID")  # divide by the real pixels' share of the window
+        ones = self.tf.pad(self.tf.ones((1, height, width, 1), x.dtype), nhwc_pads)
+        share = ops.AvgPool(value=ones, ksize=ksize, strides=strides, padding="VALID")  # real pixels / window
+        return y / share
 
     def _move_axes(self, x: Any, axes: Tuple[int, ...]) -> Any:
         """``tf.transpose(x, axes)``, done as a free reshape when only size-1 axes change place."""
         shape = x.shape.as_list()
         moving = [axis for axis in axes if shape[axis] != 1]
         if moving == sorted(moving):
-            return self.tf.reshape(x, [-1 if shape[axis] is None else shape[axis] for axis in axes])
-        return self.tf.transpose(x, axes)
+            return self.ops.Reshape(tensor=x, shape=[-1 if shape[axis] is None else shape[axis] for axis in axes])
+        return self.ops.Transpose(x=x, perm=axes)
+
+    def _pinned_device(self, x: Any) -> Optional[str]:
+        """x's device when there are several (TF would place the op on its default device), else None."""
+        several = self._several_devices
+        if several is None:
+            several = self._several_devices = len(self.tf.config.list_logical_devices()) > 1
+        return x.device if several else None  # "" for symbolic tensors inside tf.function: TF places them
 
     # -- training and layers ------------------------------------------------------------------------
     def value_and_grad(self, fn: Callable[[list], Any]) -> Callable[[list], Tuple[Any, list]]:
@@ -200,12 +208,13 @@ class TensorflowBackend(Backend):
 
 
 @functools.lru_cache(maxsize=1024)
-def _nhwc_padding(pads: Pads) -> Any:
-    """tf.nn's padding argument for explicit pads: "VALID" when there are none, else the NHWC list of pairs."""
+def _nhwc_attributes(stride: Pair, pads: Pads) -> Tuple[list, str, list]:
+    """The strides, padding and explicit_paddings attributes of TF's NHWC Conv2D and MaxPool ops."""
     (top, bottom), (left, right) = pads
+    strides = [1, stride[0], stride[1], 1]
     if top == bottom == left == right == 0:
-        return "VALID"
-    return [[0, 0], [top, bottom], [left, right], [0, 0]]
+        return strides, "VALID", []
+    return strides, "EXPLICIT", [0, 0, top, bottom, left, right, 0, 0]
 
 
 @functools.lru_cache(maxsize=1024)
