@@ -3,7 +3,7 @@
 Importing this module does not import MXNet: the framework is imported when the backend is first
 created (``convlab.get_backend("mxnet")``, or the first MXNet array convlab sees), and the layer
 classes are built on first access. Nothing here switches MXNet's global NumPy mode (``npx.set_np()``):
-the primitives work on ``mxnet.np.ndarray`` in either mode, and the layers are scoped with ``use_np``.
+the primitives and the layers work in either mode, and always return ``mxnet.np.ndarray``.
 
 Example:
     >>> from mxnet import np
@@ -114,6 +114,8 @@ class MxnetBackend(Backend):
         self._ndarray = mxnet.np.ndarray
         self._Symbol = mxnet.sym.Symbol
         self._dtypes = {"float32": np.dtype("float32"), "float64": np.dtype("float64")}
+        self._dtype_names: dict = {}  # why: numpy 1.23's dtype.name costs microseconds a call; convlab asks per input
+        self._gpus = mxnet.context.num_gpus() > 0
 
     # -- tensors ----------------------------------------------------------------------------------
     def version(self) -> str:
@@ -128,10 +130,15 @@ class MxnetBackend(Backend):
                 "convlab functions need concrete MXNet arrays, got a Symbol: inside a hybridized block use "
                 "cl.Conv2D / cl.MaxPool2D / cl.AvgPool2D (Gluon HybridBlocks) instead"
             )
-        return np.dtype(x.dtype).name
+        dtype = x.dtype
+        name = self._dtype_names.get(dtype)
+        if name is None:
+            name = self._dtype_names[dtype] = np.dtype(dtype).name
+        return name
 
     def device_of(self, x: Any) -> Any:
-        return x.ctx
+        # why: a CPU-only MXNet has one device (its CPU contexts mix freely) and reading x.ctx costs microseconds
+        return x.ctx if self._gpus else None
 
     def asarray(self, x: Any, dtype: str) -> Any:
         target = self._dtypes[dtype]
@@ -250,7 +257,6 @@ def _layer_classes() -> Tuple[type, type]:
     """Build the HybridBlock classes on first use, so that importing this module does not import MXNet."""
     import mxnet
     from mxnet.gluon import HybridBlock
-    from mxnet.util import use_np
 
     from convlab.arguments import to_pair
     from convlab.ops import _describe, _geometry, _pool_geometry
@@ -258,7 +264,12 @@ def _layer_classes() -> Tuple[type, type]:
     symbol_ops = _namespaces()[1]
     NDArray, ndarray, Symbol = mxnet.nd.NDArray, mxnet.np.ndarray, mxnet.sym.Symbol
 
-    @use_np
+    numpy_types = (ndarray, mxnet.sym.np._Symbol)
+
+    def numpy_mode(value: Any) -> Any:
+        # why: outside numpy mode Gluon hands out legacy parameters (arrays or symbols); npx ops take numpy ones
+        return value if value is None or isinstance(value, numpy_types) else value.as_np_ndarray()
+
     class MxnetConv2D(HybridBlock):
         """convlab's Conv2D as a Gluon ``HybridBlock``: ``weight`` (Co, C, kh, kw) and ``bias`` (Co,) parameters.
 
@@ -277,7 +288,7 @@ def _layer_classes() -> Tuple[type, type]:
         def __init__(self, config: dict, weight: np.ndarray, bias: Optional[np.ndarray], backend: MxnetBackend):
             super().__init__()
             self.config = dict(config)
-            self._backend = backend
+            self._convlab_backend = backend
             self._stride = to_pair("stride", config["stride"])
             self._dilation = to_pair("dilation", config["dilation"])
             self._plan: Optional[_Plan] = None
@@ -307,8 +318,9 @@ def _layer_classes() -> Tuple[type, type]:
                 self._plan = _Plan(4, None, self._geometry(x4).pads, None, np.dtype(self.weight.dtype).name)
                 return super().forward(x)
             # NumPy arrays and lists: the core converts them; other frameworks' tensors: the core refuses them
-            bias = None if self.bias is None else self.bias.data()
-            return convlab.conv2d(x, self.weight.data(), bias, backend=self._backend, **self.config)
+            bias = None if self.bias is None else numpy_mode(self.bias.data())
+            weight = numpy_mode(self.weight.data())
+            return convlab.conv2d(x, weight, bias, backend=self._convlab_backend, **self.config)
 
         @property
         def _channels_last(self) -> bool:
@@ -328,7 +340,7 @@ def _layer_classes() -> Tuple[type, type]:
             )
 
         def _retrace_for(self, x: Any) -> None:
-            described = _describe(self._backend, "X", x)
+            described = _describe(self._convlab_backend, "X", x)
             geometry = self._geometry(described.shape)
             weight_dtype = np.dtype(self.weight.dtype).name
             dtype = "float64" if "float64" in (described.dtype, weight_dtype) else "float32"
@@ -338,8 +350,9 @@ def _layer_classes() -> Tuple[type, type]:
                 self._plan = plan
 
         def hybrid_forward(self, F: Any, x: Any, weight: Any, bias: Any = None) -> Any:
+            x, weight, bias = numpy_mode(x), numpy_mode(weight), numpy_mode(bias)
             if not isinstance(x, Symbol):  # imperative: the whole core path, validation included
-                return convlab.conv2d(x, weight, bias, backend=self._backend, **self.config)
+                return convlab.conv2d(x, weight, bias, backend=self._convlab_backend, **self.config)
             plan = self._plan
             weight_dtype = np.dtype(self.weight.dtype).name
             if plan.input_dtype is not None and plan.input_dtype != plan.dtype:
@@ -370,7 +383,6 @@ def _layer_classes() -> Tuple[type, type]:
             bias = self.bias is not None
             return f"MxnetConv2D(weight shape {self.weight.shape}, bias={bias}, {self.config})"
 
-    @use_np
     class MxnetPool2D(HybridBlock):
         """convlab's MaxPool2D / AvgPool2D as a parameter-free Gluon ``HybridBlock``.
 
@@ -384,7 +396,7 @@ def _layer_classes() -> Tuple[type, type]:
         def __init__(self, config: dict, backend: MxnetBackend):
             super().__init__()
             self.config = dict(config)
-            self._backend = backend
+            self._convlab_backend = backend
             self._plan: Optional[_Plan] = None
 
         def forward(self, x: Any) -> Any:
@@ -400,7 +412,7 @@ def _layer_classes() -> Tuple[type, type]:
                 x4 = (1,) + window + (1,) if self.config["data_format"] == "channels_last" else (1, 1) + window
                 self._plan = _Plan(4, None, self._geometry(x4).pads, None, "")
                 return super().forward(x)
-            return convlab.pool2d(x, backend=self._backend, **self.config)
+            return convlab.pool2d(x, backend=self._convlab_backend, **self.config)
 
         def _geometry(self, x_shape: Tuple[int, ...]) -> Any:
             config = self.config
@@ -409,7 +421,7 @@ def _layer_classes() -> Tuple[type, type]:
             )
 
         def _retrace_for(self, x: Any) -> None:
-            described = _describe(self._backend, "X", x)
+            described = _describe(self._convlab_backend, "X", x)
             geometry = self._geometry(described.shape)
             plan = _plan(len(described.shape), geometry, np.dtype(x.dtype).name, described.dtype)
             if plan != self._plan:
@@ -418,7 +430,8 @@ def _layer_classes() -> Tuple[type, type]:
 
         def hybrid_forward(self, F: Any, x: Any) -> Any:
             if not isinstance(x, Symbol):
-                return convlab.pool2d(x, backend=self._backend, **self.config)
+                return convlab.pool2d(x, backend=self._convlab_backend, **self.config)
+            x = numpy_mode(x)
             plan, config = self._plan, self.config
             if plan.input_dtype is not None and plan.input_dtype != plan.dtype:
                 x = x.astype(plan.dtype)

@@ -1,0 +1,520 @@
+"""MXNet-specific behaviour of the convlab-mxnet adapter: mxnet.np arrays, Gluon layers, autograd, lazy errors.
+
+Runs only where MXNet and convlab-mxnet are installed (the tests-mxnet nox session, numpy<1.24).
+"""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import convlab as cl
+from convlab.layers import initial_weights
+from convlab.testing import assert_close_to_reference
+
+mx = pytest.importorskip("mxnet")
+pytest.importorskip("convlab_mxnet")
+from mxnet import autograd, gluon, npx  # noqa: E402
+from mxnet import np as mnp  # noqa: E402
+from mxnet.util import is_np_array, is_np_shape, use_np  # noqa: E402
+
+U32 = 2.0**-24
+
+
+@pytest.fixture(scope="module")
+def mxb():
+    return cl.get_backend("mxnet")
+
+
+def integer_array(shape, low=-4, high=5, seed=0, dtype=np.float32):
+    return np.random.default_rng(seed).integers(low, high, size=shape).astype(dtype)
+
+
+def as_mx(array, dtype=None):
+    return mnp.array(array, dtype=dtype or array.dtype)
+
+
+def reference(fn, *args, **kwargs):
+    """The same call on the NumPy backend."""
+    return fn(*args, backend="numpy", **kwargs)
+
+
+# -- packaging and selection --------------------------------------------------------------------------
+
+
+def test_import_does_not_import_mxnet():
+    code = "import sys, convlab, convlab_mxnet; assert 'mxnet' not in sys.modules, 'mxnet imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_entry_point_and_backend_of(mxb):
+    from convlab_mxnet import MxnetBackend
+
+    assert isinstance(mxb, MxnetBackend)
+    assert cl.backends()["mxnet"] == mx.__version__
+    y = cl.corr2d(mnp.arange(9.0).reshape(3, 3), mnp.array([[0.0, 1.0], [2.0, 3.0]]))
+    assert type(y) is mnp.ndarray
+    assert y.tolist() == [[19.0, 25.0], [37.0, 43.0]]
+
+
+def test_global_numpy_mode_is_left_alone(mxb):
+    """convlab never calls npx.set_np(): the user's (legacy) mode is the same after every kind of call."""
+    before = (is_np_array(), is_np_shape())
+    X = mnp.array(integer_array((1, 2, 6, 6)))
+    layer = cl.Conv2D(3, 2, 2, padding="same", stride=2, seed=0, backend="mxnet")
+    layer(X)
+    layer.hybridize()
+    layer(X)
+    cl.pool2d(X, 2, "avg", padding=((1, 0), (0, 1)), count_include_pad=False)
+    cl.train_kernel(integer_array((6, 8), 0, 2), integer_array((6, 7)), epochs=2, backend="mxnet")
+    assert (is_np_array(), is_np_shape()) == before
+
+
+# -- tensors in, tensors out --------------------------------------------------------------------------
+
+
+def test_asarray_returns_the_input_when_the_dtype_matches(mxb):
+    x32, x64 = mnp.ones((2, 2)), mnp.ones((2, 2), dtype="float64")
+    assert mxb.asarray(x32, "float32") is x32
+    assert mxb.asarray(x64, "float64") is x64
+    assert mxb.asarray(x32, "float64").dtype == np.float64
+
+
+def test_legacy_ndarray_is_taken_without_a_copy(mxb):
+    legacy = mx.nd.array(integer_array((1, 1, 4, 4)))
+    converted = mxb.asarray(legacy, "float32")
+    assert type(converted) is mnp.ndarray
+    legacy[:] = 7.0  # the converted handle sees the write: same memory
+    assert converted.asnumpy().tolist() == np.full((1, 1, 4, 4), 7.0).tolist()
+    K = integer_array((1, 1, 2, 2))
+    y = cl.conv2d(legacy, mx.nd.array(K))
+    assert type(y) is mnp.ndarray
+    np.testing.assert_array_equal(y.asnumpy(), reference(cl.conv2d, np.full((1, 1, 4, 4), 7.0, np.float32), K))
+
+
+def test_float64_stays_float64(mxb):
+    X, K = integer_array((2, 3, 7, 6), dtype=np.float64), integer_array((4, 3, 3, 2), dtype=np.float64)
+    X[0, 0, 0, 0] = 0.1  # not representable in float32
+    y = cl.conv2d(as_mx(X), as_mx(K), stride=2, padding=((0, 1), (2, 0)), dilation=(1, 2))
+    assert y.dtype == np.float64
+    assert_close_to_reference(y, X, K, stride=2, padding=((0, 1), (2, 0)), dilation=(1, 2))
+    pooled = cl.pool2d(as_mx(X), 3, "avg", 2, ((1, 0), (0, 2)), False)
+    assert pooled.dtype == np.float64
+    np.testing.assert_allclose(pooled.asnumpy(), reference(cl.pool2d, X, 3, "avg", 2, ((1, 0), (0, 2)), False))
+    dX, dK, dbias = cl.conv2d_vjp(as_mx(X), as_mx(K), mnp.ones(y.shape, dtype="float64"), stride=2)
+    assert (dX.dtype, dK.dtype, dbias.dtype) == (np.float64,) * 3
+
+
+def test_mixed_and_integer_dtypes_are_promoted(mxb):
+    X, K = integer_array((1, 1, 5, 5)), integer_array((1, 1, 2, 2))
+    expected = reference(cl.conv2d, X, K)
+    # why: npx.convolution rejects integer arrays and mixed dtypes; the core promotes before any MXNet op
+    for x, k, dtype in [
+        (as_mx(X, "int32"), as_mx(K, "int32"), np.float32),
+        (as_mx(X, "int8"), as_mx(K, "int64"), np.float32),
+        (as_mx(X), as_mx(K, "float64"), np.float64),
+        (as_mx(X, "float64"), K.astype(int).tolist(), np.float64),
+    ]:
+        y = cl.conv2d(x, k)
+        assert y.dtype == dtype
+        np.testing.assert_array_equal(y.asnumpy(), expected.astype(dtype))
+    on = cl.conv2d(as_mx(X > 0, "bool"), as_mx(K))
+    assert on.dtype == np.float32
+    np.testing.assert_array_equal(on.asnumpy(), reference(cl.conv2d, (X > 0).astype(np.float32), K))
+    pooled = cl.pool2d(as_mx(X, "int32"), 2)
+    assert pooled.dtype == np.float32
+    np.testing.assert_array_equal(pooled.asnumpy(), reference(cl.pool2d, X, 2))
+
+
+# -- exactness and the bound ----------------------------------------------------------------------------
+
+CONV_CASES = [
+    dict(stride=1, padding=0, dilation=1),
+    dict(stride=2, padding=1, dilation=1),
+    dict(stride=(1, 3), padding=(2, 1), dilation=(2, 1)),
+    dict(stride=2, padding="same", dilation=1),
+    dict(stride=3, padding="same", dilation=2),
+    dict(stride=1, padding=((0, 2), (3, 1)), dilation=1),
+    dict(stride=(2, 1), padding=((1, 0), (0, 1)), dilation=(1, 2)),
+    dict(stride=1, padding="valid", dilation=3),
+]
+
+
+@pytest.mark.parametrize("case", CONV_CASES, ids=str)
+@pytest.mark.parametrize("data_format", ["channels_first", "channels_last"])
+def test_integer_inputs_bit_identical_to_numpy(mxb, case, data_format):
+    X, K = integer_array((2, 3, 9, 8), seed=1), integer_array((4, 3, 3, 2), seed=2)
+    bias = integer_array((4,), seed=3)
+    if data_format == "channels_last":
+        X, K = X.transpose(0, 2, 3, 1).copy(), K.transpose(2, 3, 1, 0).copy()
+    y = cl.conv2d(as_mx(X), as_mx(K), as_mx(bias), data_format=data_format, **case)
+    np.testing.assert_array_equal(y.asnumpy(), reference(cl.conv2d, X, K, bias, data_format=data_format, **case))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_random_floats_within_the_bound(mxb, dtype):
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((2, 16, 12, 11)).astype(dtype) * 1e3
+    K = rng.standard_normal((8, 16, 3, 3)).astype(dtype)
+    for case in CONV_CASES:
+        y = cl.conv2d(as_mx(X), as_mx(K), **case)
+        assert y.dtype == dtype
+        assert_close_to_reference(y, X, K, **case)
+
+
+POOL_CASES = [
+    (2, 2, 0),
+    (3, 1, 1),
+    ((2, 3), (1, 2), (1, 0)),
+    (3, 2, ((0, 2), (1, 0))),  # asymmetric: explicit padding
+    (3, 1, ((2, 0), (0, 2))),  # the largest pads convlab allows
+    (3, 2, "same"),
+]
+
+
+@pytest.mark.parametrize("window, stride, padding", POOL_CASES, ids=str)
+@pytest.mark.parametrize("mode, count_include_pad", [("max", True), ("avg", True), ("avg", False)])
+@pytest.mark.parametrize("data_format", ["channels_first", "channels_last"])
+def test_pooling_matches_numpy(mxb, window, stride, padding, mode, count_include_pad, data_format):
+    X = integer_array((2, 3, 7, 8), -9, 10) - 20  # all negative: padding with anything but -inf shows
+    if data_format == "channels_last":
+        X = X.transpose(0, 2, 3, 1).copy()
+    kwargs = dict(stride=stride, padding=padding, count_include_pad=count_include_pad, data_format=data_format)
+    y = cl.pool2d(as_mx(X), window, mode, **kwargs).asnumpy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # 0/0 of windows with no pixel, as in NumPy
+        expected = reference(cl.pool2d, X, window, mode, **kwargs)
+    if mode == "max":
+        np.testing.assert_array_equal(y, expected)
+    else:
+        np.testing.assert_allclose(y, expected, rtol=4 * U32 * np.prod(window), atol=0)
+
+
+conv_case = st.fixed_dictionaries(
+    {
+        "size": st.tuples(st.integers(1, 8), st.integers(1, 8)),
+        "kernel": st.tuples(st.integers(1, 4), st.integers(1, 4)),
+        "channels": st.tuples(st.integers(1, 3), st.integers(1, 3)),
+        "stride": st.tuples(st.integers(1, 3), st.integers(1, 3)),
+        "dilation": st.tuples(st.integers(1, 2), st.integers(1, 2)),
+        "pads": st.tuples(
+            st.tuples(st.integers(0, 3), st.integers(0, 3)), st.tuples(st.integers(0, 3), st.integers(0, 3))
+        ),
+        "seed": st.integers(0, 2**16),
+    }
+)
+
+
+def _fits(case):
+    extents = [(k - 1) * d + 1 for k, d in zip(case["kernel"], case["dilation"])]
+    return all(n + p[0] + p[1] >= e for n, p, e in zip(case["size"], case["pads"], extents))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=conv_case)
+def test_property_conv2d_and_vjp_bit_identical(mxb, case):
+    if not _fits(case):
+        return
+    c_in, c_out = case["channels"]
+    X = integer_array((2, c_in) + case["size"], seed=case["seed"])
+    K = integer_array((c_out, c_in) + case["kernel"], seed=case["seed"] + 1)
+    kwargs = dict(stride=case["stride"], padding=case["pads"], dilation=case["dilation"])
+    y = cl.conv2d(as_mx(X), as_mx(K), **kwargs)
+    np.testing.assert_array_equal(y.asnumpy(), reference(cl.conv2d, X, K, **kwargs))
+    dY = integer_array(y.shape, seed=case["seed"] + 2)
+    for got, want in zip(
+        cl.conv2d_vjp(as_mx(X), as_mx(K), as_mx(dY), **kwargs), reference(cl.conv2d_vjp, X, K, dY, **kwargs)
+    ):
+        np.testing.assert_array_equal(got.asnumpy(), want)
+
+
+# -- gradients: conv2d_vjp against mxnet.autograd -----------------------------------------------------
+
+
+def autograd_vjp(X, K, dY, **kwargs):
+    x, k = as_mx(X), as_mx(K)
+    x.attach_grad()
+    k.attach_grad()
+    with autograd.record():
+        y = cl.conv2d(x, k, **kwargs)
+    y.backward(as_mx(dY))
+    return x.grad, k.grad
+
+
+VJP_CASES = [
+    dict(stride=s, padding=p, dilation=d)
+    for s, p, d in itertools.product([1, 2, (3, 1)], [0, 1, "same", ((0, 2), (1, 0))], [1, 2, (1, 3)])
+]
+
+
+@pytest.mark.parametrize("case", VJP_CASES, ids=str)
+def test_conv2d_vjp_agrees_with_autograd(mxb, case):
+    rng = np.random.default_rng(11)
+    X = rng.standard_normal((2, 3, 10, 9)).astype(np.float32)
+    K = rng.standard_normal((4, 3, 2, 3)).astype(np.float32)
+    out_shape = cl.output_shape(X, K, **case)
+    dY = rng.standard_normal(out_shape).astype(np.float32)
+    dX, dK, dbias = cl.conv2d_vjp(as_mx(X), as_mx(K), as_mx(dY), **case)
+    gX, gK = autograd_vjp(X, K, dY, **case)
+    n_x = K.shape[0] * K.shape[2] * K.shape[3]  # products per element of dX, an upper count
+    n_k = dY.shape[0] * dY.shape[2] * dY.shape[3]  # products per element of dK
+    magnitude_x = cl.conv2d_vjp(np.abs(X), np.abs(K), np.abs(dY), backend="numpy", **case)[0]
+    magnitude_k = cl.conv2d_vjp(np.abs(X), np.abs(K), np.abs(dY), backend="numpy", **case)[1]
+    exact_x, exact_k, _ = cl.conv2d_vjp(X.astype(np.float64), K.astype(np.float64), dY.astype(np.float64), **case)
+    for ours, theirs, exact, n, magnitude in [(dX, gX, exact_x, n_x, magnitude_x), (dK, gK, exact_k, n_k, magnitude_k)]:
+        bound = 2 * n * U32 * magnitude
+        assert np.all(np.abs(ours.asnumpy() - exact) <= bound)
+        assert np.all(np.abs(theirs.asnumpy() - exact) <= bound)
+    bias_bound = 2 * n_k * U32 * np.abs(dY).sum(axis=(0, 2, 3))
+    assert np.all(np.abs(dbias.asnumpy() - dY.astype(np.float64).sum(axis=(0, 2, 3))) <= bias_bound)
+
+
+def test_conv2d_vjp_channels_last_and_float64(mxb):
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((1, 7, 6, 3))
+    K = rng.standard_normal((3, 2, 3, 2))
+    case = dict(stride=2, padding=((1, 0), (0, 1)), dilation=(1, 2), data_format="channels_last")
+    dY = rng.standard_normal(cl.output_shape(X, K, **case))
+    ours = cl.conv2d_vjp(as_mx(X), as_mx(K), as_mx(dY), **case)
+    gX, gK = autograd_vjp(X, K, dY, **case)
+    np.testing.assert_allclose(ours[0].asnumpy(), gX.asnumpy(), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(ours[1].asnumpy(), gK.asnumpy(), rtol=1e-12, atol=1e-12)
+    assert ours[0].dtype == np.float64
+
+
+# -- train_kernel -------------------------------------------------------------------------------------
+
+
+def test_train_kernel_autodiff_and_analytic_agree_and_match_numpy(mxb):
+    X = cl.images.stripes()
+    Y = cl.corr2d(X, cl.kernels.edge(), backend="numpy")
+    numpy_run = cl.train_kernel(X, Y, epochs=10, seed=0, backend="numpy")
+    auto = cl.train_kernel(as_mx(X), as_mx(Y), epochs=10, seed=0, gradient="autodiff")
+    analytic = cl.train_kernel(as_mx(X), as_mx(Y), epochs=10, seed=0, gradient="analytic")
+    assert (auto.gradient, analytic.gradient, auto.backend) == ("autodiff", "analytic", "mxnet")
+    assert type(auto.kernel) is mnp.ndarray
+    # integer-valued X and Y: a few float32 roundings per epoch at most
+    np.testing.assert_allclose(auto.losses, numpy_run.losses, rtol=64 * U32 * 10)
+    np.testing.assert_allclose(analytic.losses, numpy_run.losses, rtol=64 * U32 * 10)
+    np.testing.assert_allclose(auto.kernel.asnumpy(), analytic.kernel.asnumpy(), rtol=1e-5, atol=1e-6)
+    assert auto.losses[-1] < auto.losses[0]
+    assert abs(auto.losses[-1] - 12.08) > 1.0  # the notebook's loop stepped once outside its loop
+
+
+def test_train_kernel_with_bias_float64_and_batch(mxb):
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((2, 1, 6, 8))
+    Y = cl.conv2d(X, np.array([[[[1.0, -1.0]]]]), np.array([0.5]), backend="numpy")
+    auto = cl.train_kernel(as_mx(X), as_mx(Y), epochs=6, bias=True, seed=1, gradient="autodiff")
+    analytic = cl.train_kernel(as_mx(X), as_mx(Y), epochs=6, bias=True, seed=1, gradient="analytic")
+    numpy_run = cl.train_kernel(X, Y, epochs=6, bias=True, seed=1, backend="numpy")
+    assert auto.kernel.dtype == np.float64 and auto.bias.dtype == np.float64
+    np.testing.assert_allclose(auto.losses, numpy_run.losses, rtol=1e-12)
+    np.testing.assert_allclose(analytic.losses, numpy_run.losses, rtol=1e-12)
+
+
+def test_value_and_grad_leaves_the_parameters_alone(mxb):
+    params = [mnp.array([[1.0, 2.0]])]
+    step = mxb.value_and_grad(lambda p: (p[0] * p[0]).sum())
+    loss, grads = step(params)
+    assert float(loss) == 5.0
+    assert grads[0].tolist() == [[2.0, 4.0]]
+    assert params[0].grad is None  # the caller's array got no gradient buffer
+
+
+# -- Gluon layers -------------------------------------------------------------------------------------
+
+LAYER_CASES = [
+    dict(kernel_size=3, in_channels=2, out_channels=4, padding=1),
+    dict(kernel_size=(2, 3), in_channels=2, out_channels=3, stride=2, padding="same"),
+    dict(kernel_size=3, in_channels=2, out_channels=2, padding=((0, 2), (1, 0)), dilation=(2, 1), bias=False),
+    dict(kernel_size=3, in_channels=2, out_channels=4, stride=(1, 2), padding=1, data_format="channels_last"),
+]
+
+
+@pytest.mark.parametrize("config", LAYER_CASES, ids=str)
+def test_hybridized_conv2d_equals_imperative(mxb, config):
+    layer = cl.Conv2D(**config, seed=4, backend="mxnet")
+    assert isinstance(layer, gluon.HybridBlock)
+    shape = (3, 9, 10, 2) if config.get("data_format") == "channels_last" else (3, 2, 9, 10)
+    X = as_mx(np.random.default_rng(0).standard_normal(shape).astype(np.float32))
+    imperative = layer(X).asnumpy()
+    layer.hybridize()
+    hybrid = layer(X)
+    assert type(hybrid) is mnp.ndarray
+    np.testing.assert_array_equal(hybrid.asnumpy(), imperative)
+    for other in (X[:1, :, :7], X.astype("float64")):  # new shape, new dtype: traced again, still right
+        weight = layer.weight.data().as_np_ndarray()
+        bias = None if layer.bias is None else layer.bias.data().as_np_ndarray()
+        expected = cl.conv2d(other, weight, bias, **_conv_kwargs(config))
+        np.testing.assert_array_equal(layer(other).asnumpy(), expected.asnumpy())
+    assert layer(X.astype("float64")).dtype == np.float64
+
+
+def _conv_kwargs(config):
+    keys = ("stride", "padding", "dilation", "data_format")
+    return {key: config[key] for key in keys if key in config}
+
+
+def test_hybridized_conv2d_low_rank_and_integer_inputs(mxb):
+    layer = cl.Conv2D((1, 2), bias=False, seed=0, backend="mxnet")
+    X = cl.images.stripes()
+    eager = layer(as_mx(X))
+    layer.hybridize()
+    for x in (as_mx(X), as_mx(X, "int32"), as_mx(X[None], "float32")):
+        y = layer(x)
+        assert y.dtype == np.float32
+        np.testing.assert_array_equal(y.asnumpy().reshape(eager.shape), eager.asnumpy())
+    assert layer(as_mx(X)).shape == (6, 7) and layer(as_mx(X[None])).shape == (1, 6, 7)
+
+
+def test_conv2d_layer_has_the_seeded_weights_and_can_be_reinitialized(mxb):
+    layer = cl.Conv2D((3, 2), 2, 4, seed=7, backend="mxnet")
+    weight, bias = initial_weights((3, 2), 2, 4, True, 7)
+    np.testing.assert_array_equal(layer.weight.data().asnumpy(), weight)
+    layer.weight.set_data(layer.weight.data() * 0)
+    layer.initialize(force_reinit=True)  # the parameters' own initializer: convlab's seeded weights again
+    np.testing.assert_array_equal(layer.weight.data().asnumpy(), weight)
+    np.testing.assert_array_equal(layer.bias.data().asnumpy(), bias)
+
+
+@pytest.mark.parametrize("hybridize", [False, True])
+def test_conv2d_layer_trains_with_gluon_trainer(mxb, hybridize):
+    """The book's edge-detector, learned with autograd.record and gluon.Trainer, as a user of Gluon would."""
+    layer = cl.Conv2D((1, 2), bias=False, seed=0, backend="mxnet")
+    if hybridize:
+        layer.hybridize()
+    X = as_mx(cl.images.stripes().reshape(1, 1, 6, 8))
+    Y = cl.conv2d(X, mnp.array([[[[1.0, -1.0]]]]))
+    trainer = gluon.Trainer(layer.collect_params(), "sgd", {"learning_rate": 3e-2})
+    losses = []
+    for _ in range(10):
+        with autograd.record():
+            loss = ((layer(X) - Y) ** 2).sum()
+        loss.backward()
+        trainer.step(1)
+        losses.append(float(loss))
+    expected = cl.train_kernel(cl.images.stripes(), Y.asnumpy()[0, 0], epochs=10, seed=0, backend="numpy").losses
+    np.testing.assert_allclose(losses, expected, rtol=64 * U32 * 10)
+
+
+@use_np
+def test_small_gluon_model_trains_hybridized(mxb):
+    """convlab layers inside a hybridized HybridSequential with Gluon's Dense, in numpy mode: loss decreases."""
+    net = gluon.nn.HybridSequential()
+    net.add(
+        cl.Conv2D(3, 1, 4, padding=1, seed=0, backend="mxnet"),
+        cl.MaxPool2D(2, backend="mxnet"),
+        cl.Conv2D(3, 4, 4, padding=((1, 0), (0, 1)), seed=1, backend="mxnet"),
+        cl.AvgPool2D(2, padding=1, count_include_pad=False, backend="mxnet"),
+        gluon.nn.Dense(2),
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "already initialized": convlab layers come with their seeded weights
+        net.initialize(mx.init.Xavier())
+    rng = np.random.default_rng(0)
+    X = as_mx(rng.standard_normal((16, 1, 8, 8)).astype(np.float32))
+    labels = (X.asnumpy()[:, 0, :, :4].sum(axis=(1, 2)) > X.asnumpy()[:, 0, :, 4:].sum(axis=(1, 2))).astype(np.float32)
+    target = as_mx(np.stack([labels, 1 - labels], axis=1))
+    eager = net(X).asnumpy()
+    net.hybridize()
+    np.testing.assert_allclose(net(X).asnumpy(), eager, rtol=1e-5, atol=1e-6)
+    trainer = gluon.Trainer(net.collect_params(), "adam", {"learning_rate": 1e-2})
+    losses = []
+    for _ in range(8):
+        with autograd.record():
+            loss = ((net(X) - target) ** 2).mean()
+        loss.backward()
+        trainer.step(1)
+        losses.append(float(loss))
+    assert losses[-1] < losses[0] * 0.8
+
+
+@pytest.mark.parametrize("mode", ["max", "avg"])
+@pytest.mark.parametrize("padding", [0, 1, ((1, 0), (0, 2)), "same"])
+def test_hybridized_pool_layers_equal_imperative(mxb, mode, padding):
+    make = cl.MaxPool2D if mode == "max" else cl.AvgPool2D
+    extra = {} if mode == "max" else {"count_include_pad": False}
+    layer = make(3, stride=2, padding=padding, backend="mxnet", **extra)
+    X = as_mx(integer_array((2, 3, 9, 8)) - 10)
+    imperative = layer(X).asnumpy()
+    np.testing.assert_array_equal(imperative, cl.pool2d(X.asnumpy(), 3, mode, 2, padding, **extra, backend="numpy"))
+    layer.hybridize()
+    np.testing.assert_array_equal(layer(X).asnumpy(), imperative)
+    np.testing.assert_array_equal(layer(X[0]).asnumpy(), imperative[0])  # 3-D input: traced again
+
+
+def test_nested_layer_needs_shape_free_padding(mxb):
+    net = gluon.nn.HybridSequential()
+    net.add(cl.Conv2D(3, 1, 1, stride=2, padding="same", seed=0, backend="mxnet"))
+    net.hybridize()
+    with pytest.raises(cl.ConvlabValueError, match="padding='same' and stride"):
+        net(mnp.ones((1, 1, 6, 6)))
+
+
+def test_layers_take_numpy_arrays_and_refuse_bad_input(mxb):
+    layer = cl.Conv2D(2, 1, 1, seed=0, backend="mxnet")
+    y = layer(np.ones((4, 4), dtype=np.float32))
+    assert type(y) is mnp.ndarray and y.shape == (3, 3)
+    layer.hybridize()
+    with pytest.raises(cl.ConvlabValueError, match="input channels"):
+        layer(mnp.ones((1, 2, 4, 4)))
+    with pytest.raises(cl.ConvlabValueError, match="larger than the padded input"):
+        layer(mnp.ones((1, 1, 1, 4)))
+    with pytest.raises(cl.ConvlabTypeError, match="float16"):
+        layer(mnp.ones((1, 1, 4, 4), dtype="float16"))
+    npx.waitall()  # nothing reached MXNet's queue to fail later
+
+
+# -- bad input: convlab errors at the call, never an MXNet error at the next read ------------------------
+
+
+def test_mxnet_raises_lazily_but_convlab_raises_at_the_call(mxb):
+    """An out-of-range gather fails only at the next read in MXNet; convlab's errors arrive at the call."""
+    table = mnp.ones((2, 2))
+    broken = mnp.take(table, mnp.array([5], dtype="int32"), axis=0, mode="raise")  # returns: no error yet
+    with pytest.raises(mx.base.MXNetError):
+        broken.asnumpy()
+    x = mnp.ones((1, 2, 5, 5))
+    k = mnp.ones((3, 1, 2, 2))
+    with pytest.raises(cl.ConvlabValueError, match=r"2 input channels but K expects 1"):
+        cl.conv2d(x, k)
+    npx.waitall()  # and nothing failed later
+
+
+BAD_CALLS = [
+    ("5-D X", lambda: cl.conv2d(mnp.ones((1, 1, 1, 4, 4)), mnp.ones((1, 1, 2, 2))), cl.ConvlabValueError, "X must be"),
+    ("1-D X", lambda: cl.conv2d(mnp.ones((4,)), mnp.ones((2, 2))), cl.ConvlabValueError, "X must be"),
+    ("3-D K", lambda: cl.conv2d(mnp.ones((1, 1, 4, 4)), mnp.ones((1, 2, 2))), cl.ConvlabValueError, "K must be"),
+    ("kernel too big", lambda: cl.corr2d(mnp.ones((2, 2)), mnp.ones((3, 3))), cl.ConvlabValueError, "larger"),
+    ("bias shape", lambda: cl.conv2d(mnp.ones((1, 1, 4, 4)), mnp.ones((2, 1, 2, 2)), mnp.ones(3)), ValueError, "bias"),
+    ("stride 0", lambda: cl.conv2d(mnp.ones((4, 4)), mnp.ones((2, 2)), stride=0), cl.ConvlabValueError, "stride"),
+    ("negative pad", lambda: cl.conv2d(mnp.ones((4, 4)), mnp.ones((2, 2)), padding=-1), ValueError, "negative"),
+    ("float16", lambda: cl.conv2d(mnp.ones((4, 4), dtype="float16"), mnp.ones((2, 2))), cl.ConvlabTypeError, "float16"),
+    ("pool mode", lambda: cl.pool2d(mnp.ones((4, 4)), 2, "median"), cl.ConvlabValueError, "mode"),
+    ("pool rank", lambda: cl.pool2d(mnp.ones((1, 1, 1, 4, 4)), 2), cl.ConvlabValueError, "X must be"),
+    ("vjp dY", lambda: cl.conv2d_vjp(mnp.ones((4, 4)), mnp.ones((2, 2)), mnp.ones((2, 2))), ValueError, "dY"),
+    (
+        "mxnet tensor on numpy",
+        lambda: cl.conv2d(mnp.ones((4, 4)), np.ones((2, 2)), backend="numpy"),
+        cl.ConvlabTypeError,
+        "X is a mxnet tensor",
+    ),
+    ("symbol", lambda: cl.conv2d(mx.sym.var("x").as_np_ndarray(), mnp.ones((2, 2))), cl.ConvlabTypeError, "Symbol"),
+]
+
+
+@pytest.mark.parametrize("what, call, error, match", BAD_CALLS, ids=[case[0] for case in BAD_CALLS])
+def test_bad_input_gives_a_convlab_error(mxb, what, call, error, match):
+    with pytest.raises(error, match=match) as raised:
+        call()
+    assert isinstance(raised.value, cl.ConvlabError)
+    assert not isinstance(raised.value, mx.base.MXNetError)
+    npx.waitall()
