@@ -272,7 +272,7 @@ class Jax(Framework):
         self.jax.block_until_ready(outs)
 
     def _native(self, op, window, pad):
-        lax = self.lax
+        lax, jnp = self.lax, self.jnp
         if op == "conv2d":
             pads = ((pad, pad), (pad, pad))
             return "lax.conv_general_dilated", lambda x, k: lax.conv_general_dilated(
@@ -280,9 +280,14 @@ class Jax(Framework):
             )
         dims, ones = (1, 1) + tuple(window), (1, 1, 1, 1)
         if op == "max":
-            return "lax.reduce_window max", lambda x: lax.reduce_window(x, -self.jnp.inf, lax.max, dims, ones, "VALID")
+            return "lax.reduce_window max", lambda x: lax.reduce_window(
+                x, jnp.array(-jnp.inf, x.dtype), lax.max, dims, ones, "VALID"
+            )
         scale = 1.0 / (window[0] * window[1])
-        return "lax.reduce_window add", lambda x: lax.reduce_window(x, 0.0, lax.add, dims, ones, "VALID") * scale
+        return (
+            "lax.reduce_window add",
+            lambda x: lax.reduce_window(x, jnp.array(0, x.dtype), lax.add, dims, ones, "VALID") * scale,
+        )
 
     def ops(self, op, x, k, window, pad, eager=False):
         jax, cl = self.jax, getattr(self, "cl", None)

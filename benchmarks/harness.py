@@ -45,6 +45,8 @@ OVERHEAD_TARGET_US = {"torch": 3.0, "jax": 5.0, "tensorflow": 10.0, "mxnet": 10.
 NUMPY_BOOK_SPEEDUP_TARGET = 1000.0  # convlab conv2d vs the book's loop, 64x64, 3x3
 NUMPY_GFLOPS_TARGET = 100.0  # the multi-channel case on NumPy
 NUMPY_MEMORY_TARGET = 3.0  # peak of one 2048x2048 conv2d, as a multiple of the output's size
+#: this machine's nominal float32 peak: 2 cores x 2 AVX-512 FMA units x 16 lanes x 2 flops x ~3.7 GHz
+NOMINAL_PEAK_GFLOPS = 470.0
 
 
 class Settings:
@@ -56,6 +58,16 @@ class Settings:
         self.min_time = 0.004 if quick else 0.025  # seconds one repeat should last
         self.budget = 0.25 if quick else 3.0  # seconds one function may take over all its repeats
         self.warmup = 2
+
+
+def thread_env(threads: int) -> Dict[str, str]:
+    """Environment variables that limit NumPy's BLAS, torch, MXNet, TensorFlow and XLA to ``threads``."""
+    n = str(threads)
+    env = {key: n for key in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+    env.update(TF_NUM_INTRAOP_THREADS=n, TF_NUM_INTEROP_THREADS=n)
+    if threads == 1:
+        env["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+    return env
 
 
 # -- progress -------------------------------------------------------------------------------------
@@ -97,18 +109,25 @@ def _settle(timed: Timed) -> None:
     _last_ran_blas = timed.blas
 
 
+#: the clock: wall time (``perf_counter``), or with ``--clock cpu`` the CPU time of every thread of this
+#: process (``process_time``), which other processes' load cannot inflate; meaningful with ``--threads 1``
+#: only (idle threads spinning in a thread pool would count as work)
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+clock = CLOCKS["wall"]
+
+
 def _run(timed: Timed, number: int) -> float:
     _settle(timed)
-    fn, outs = timed.fn, []
+    fn, outs, now = timed.fn, [], clock
     append = outs.append
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        start = time.perf_counter()
+        start = now()
         for _ in range(number):
             append(fn())
         timed.sync(outs)
-        elapsed = time.perf_counter() - start
+        elapsed = now() - start
     finally:
         if gc_was_enabled:
             gc.enable()
@@ -189,7 +208,7 @@ def _git_commit() -> str:
 
 
 def machine(versions: Dict[str, str]) -> dict:
-    env_keys = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+    env_keys = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", *thread_env(1), "JAX_ENABLE_X64")
     return {
         "cpu": _cpu_model(),
         "cores": os.cpu_count(),

@@ -136,7 +136,8 @@ def targets(results) -> list:
 
 
 def peak_gflops(results):
-    rows = [(row["gflops"], result["backend"], row) for result in results for row in _rows(result, "peak")]
+    """The best float32 matrix-product rate any backend reached (best repeat: load only ever lowers it)."""
+    rows = [(row["best_gflops"], result["backend"], row) for result in results for row in _rows(result, "peak")]
     return max(rows, key=lambda r: r[0]) if rows else None
 
 
@@ -148,6 +149,7 @@ def multi_table(results) -> list:
             if row["op"] != "conv2d":
                 continue
             share = f"{row['convlab_gflops'] / peak[0]:.0%}" if peak else "-"
+            share += f" / {row['convlab_gflops'] / harness.NOMINAL_PEAK_GFLOPS:.0%}"
             body.append(
                 [
                     result["backend"],
@@ -167,7 +169,7 @@ def multi_table(results) -> list:
             "native op",
             "native GFLOP/s",
             "time ratio",
-            "convlab / measured peak",
+            f"convlab / peak: measured / nominal {harness.NOMINAL_PEAK_GFLOPS:.0f}",
         ],
         body,
     )
@@ -288,8 +290,8 @@ def machine_section(results) -> list:
     peak = peak_gflops(results)
     if peak:
         lines.append(
-            f"- measured float32 peak: {peak[0]:.0f} GFLOP/s (median; best repeat {peak[2]['best_gflops']:.0f}), "
-            f"a {peak[2]['size']}² matrix product on {peak[1]}"
+            f"- measured float32 peak: {peak[0]:.0f} GFLOP/s (best repeat; median {peak[2]['gflops']:.0f}), "
+            f"a {peak[2]['size']}x{peak[2]['size']} float32 matrix product on {peak[1]}"
         )
     lines.append("")
     body = []
@@ -356,8 +358,9 @@ def plot(results, path: Path) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--results", type=Path, default=harness.RESULTS)
-    args = parser.parse_args(argv)
+    parser.add_argument("--results", "--out", type=Path, default=harness.RESULTS)
+    # nox -s bench passes its arguments (--quick, --threads, ...) to every step: run.py's are ignored here
+    args, _ = parser.parse_known_args(argv)
     results = _order(harness.read_results(args.results))
     if not results:
         print(f"no results in {args.results}; run benchmarks/run.py --backend NAME first", file=sys.stderr)
@@ -375,6 +378,14 @@ def main(argv=None) -> int:
     ]
     if quick:
         lines += [f"**Quick run** (`--quick`) for {', '.join(quick)}: few repeats and sizes; indicative only.", ""]
+    configs = sorted({(r.get("clock", "wall"), str(r.get("threads", "default"))) for r in results})
+    lines += [
+        "Clock and threads: "
+        + "; ".join(f"{clock} time, {threads} threads" for clock, threads in configs)
+        + " (`run.py --clock cpu --threads 1` times this process's CPU time on one thread: immune to other "
+        "processes' load, see `benchmarks/README.md`).",
+        "",
+    ]
     lines += ["## Targets", ""] + targets(results)
     lines += ["## convlab / native time, per call", ""]
     lines += [

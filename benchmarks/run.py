@@ -335,6 +335,18 @@ def main(argv=None) -> int:
         choices=("single", "multi", "overhead", "book", "peak", "fresh"),
         help="run only these sections, keeping the other sections' rows of an existing <backend>.json",
     )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="limit every framework (and BLAS) to this many threads; default: each framework's own default",
+    )
+    parser.add_argument(
+        "--clock",
+        choices=sorted(harness.CLOCKS),
+        default="wall",
+        help="wall time (default), or this process's CPU time: immune to other processes' load; use with --threads 1",
+    )
     parser.add_argument("--probe", choices=("first-call",), help=argparse.SUPPRESS)
     parser.add_argument("--side", choices=("convlab", "native"), help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, default=0, help=argparse.SUPPRESS)
@@ -344,6 +356,9 @@ def main(argv=None) -> int:
         print(json.dumps(probe_first_call(args.backend, args.side, args.size)))
         return 0
 
+    if args.threads:  # before any framework is imported; the probes' subprocesses inherit it
+        os.environ.update(harness.thread_env(args.threads))
+    harness.clock = harness.CLOCKS[args.clock]
     settings = harness.Settings(args.quick)
     fw = FRAMEWORKS[args.backend]()
     progress(f"{args.backend}: loading")
@@ -359,6 +374,7 @@ def main(argv=None) -> int:
         "fresh": fresh,
     }
     data = dict(backend=args.backend, quick=args.quick, machine=harness.machine(versions), rows=[], errors=[])
+    data.update(clock=args.clock, threads=args.threads or "default")
     path = args.out / f"{args.backend}.json"
     kinds = {
         "single": ["single"],
