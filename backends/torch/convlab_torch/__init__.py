@@ -177,6 +177,8 @@ def _layer_classes() -> Tuple[type, type]:
             self.backend = backend
             self.weight = torch.nn.Parameter(torch.from_numpy(weight))
             self.bias = None if bias is None else torch.nn.Parameter(torch.from_numpy(bias))
+            # why: convlab's first lookup of a tensor type cannot be traced by dynamo; do it now, eagerly
+            convlab.registry.backend_of(self.weight)
 
         def forward(self, X: Any) -> Any:
             return convlab.conv2d(X, self.weight, self.bias, backend=self.backend, **self.config)
