@@ -230,26 +230,10 @@ class MxnetBackend(Backend):
 class _Plan(NamedTuple):
     """What a hybridized layer's graph depends on; the layer traces again when it changes."""
 
-    rank: int  # of the input
     lift: Optional[Tuple[Tuple[int, ...], Tuple[int, ...]]]  # (4-D input shape, output shape) for 2-D/3-D inputs
     pads: Pads
-    input_dtype: Optional[str]  # None: take the input as it comes (inside a hybridized parent)
+    cast: Optional[str]  # the dtype to cast the input to (integers, float32 meeting float64 weights), if any
     dtype: str  # the dtype the layer computes in
-
-
-def _plan(rank: int, geometry: Any, input_dtype: Optional[str], dtype: str) -> _Plan:
-    lift = None if rank == 4 else (geometry.x4, geometry.out)
-    return _Plan(rank, lift, geometry.pads, input_dtype, dtype)
-
-
-def _shape_free_pads(name: str, config: dict) -> None:
-    """Inside a hybridized parent the input shape is unknown: refuse padding that depends on it."""
-    padding, stride = config["padding"], config["stride"]
-    if isinstance(padding, str) and padding.lower() == "same" and stride not in (1, (1, 1)):
-        raise ConvlabValueError(
-            f"{name} with padding='same' and stride {stride} needs the input size, which a hybridized parent "
-            f"block does not give its children: use explicit padding, or do not hybridize the parent"
-        )
 
 
 @functools.cache
@@ -262,19 +246,77 @@ def _layer_classes() -> Tuple[type, type]:
     from convlab.ops import _describe, _geometry, _pool_geometry
 
     symbol_ops = _namespaces()[1]
-    NDArray, ndarray, Symbol = mxnet.nd.NDArray, mxnet.np.ndarray, mxnet.sym.Symbol
-
-    numpy_types = (ndarray, mxnet.sym.np._Symbol)
+    NDArray, Symbol = mxnet.nd.NDArray, mxnet.sym.Symbol
+    numpy_types = (mxnet.np.ndarray, mxnet.sym.np._Symbol)
 
     def numpy_mode(value: Any) -> Any:
-        # why: outside numpy mode Gluon hands out legacy parameters (arrays or symbols); npx ops take numpy ones
+        # why: outside numpy mode Gluon hands out legacy parameters and inputs; npx ops take numpy ones
         return value if value is None or isinstance(value, numpy_types) else value.as_np_ndarray()
 
-    class MxnetConv2D(HybridBlock):
+    class ConvlabBlock(HybridBlock):
+        """What both layers share: the core validates concrete inputs; hybridized graphs follow the input."""
+
+        def __init__(self, config: dict, backend: MxnetBackend):
+            super().__init__()
+            self.config = dict(config)
+            self._convlab_backend = backend  # why: HybridBlock already uses self._backend (graph partitioning)
+            self._signature: Any = None  # (shape, dtype, parameter dtype) of the input the plan was made for
+            self._plan: Optional[_Plan] = None
+
+        def forward(self, x: Any) -> Any:
+            if isinstance(x, NDArray):
+                x = numpy_mode(x)
+                if self._active:
+                    self._plan_for(x)
+                return super().forward(x)
+            if isinstance(x, Symbol):  # inside a hybridized parent: no input shape, so no shape-dependent padding
+                padding, stride = self.config["padding"], self.config["stride"]
+                if isinstance(padding, str) and padding.lower() == "same" and stride not in (1, (1, 1)):
+                    raise ConvlabValueError(
+                        f"padding='same' with stride {stride} needs the input size, which a hybridized parent block "
+                        f"does not give its children: use explicit padding, or do not hybridize the parent"
+                    )
+                self._signature, self._plan = None, self._shape_free_plan()
+                return super().forward(x)
+            return self._call_core(x)  # NumPy arrays and lists are converted, other frameworks' tensors refused
+
+        def _plan_for(self, x: Any) -> None:
+            """Validate a concrete input with the core now (MXNet would fail at the next read); retrace if needed."""
+            signature = (x.shape, self._convlab_backend.dtype_name(x), self._parameter_dtype())
+            if signature == self._signature:
+                return
+            described = _describe(self._convlab_backend, "X", x)
+            geometry = self._geometry(described.shape)
+            dtype = "float64" if "float64" in (described.dtype, signature[2]) else "float32"
+            lift = None if len(described.shape) == 4 else (geometry.x4, geometry.out)
+            plan = _Plan(lift, geometry.pads, None if signature[1] == dtype else dtype, dtype)
+            self._signature = signature
+            if plan != self._plan:
+                self._clear_cached_op()
+                self._plan = plan
+
+        def _parameter_dtype(self) -> str:
+            return "float32"
+
+        def _lifted(self, x: Any) -> Any:
+            plan = self._plan
+            x = numpy_mode(x)
+            if plan.cast is not None:
+                x = x.astype(plan.cast)
+            return x if plan.lift is None else x.reshape(plan.lift[0])
+
+        def _unlifted(self, y: Any) -> Any:
+            return y if self._plan.lift is None else y.reshape(self._plan.lift[1])
+
+        def __repr__(self) -> str:
+            return f"{type(self).__name__}({self.config})"
+
+    class MxnetConv2D(ConvlabBlock):
         """convlab's Conv2D as a Gluon ``HybridBlock``: ``weight`` (Co, C, kh, kw) and ``bias`` (Co,) parameters.
 
-        The parameters come initialized with convlab's seeded weights (``force_reinit`` restores them).
-        Trains with ``autograd.record`` and ``gluon.Trainer``, imperative or after ``hybridize()``.
+        The parameters come initialized with convlab's seeded weights (``force_reinit`` restores them), as
+        numpy-mode arrays in numpy mode and legacy ones otherwise, like Gluon's own layers. Trains with
+        ``autograd.record`` and ``gluon.Trainer``, imperative or after ``hybridize()``.
 
         Example:
             >>> from mxnet import np
@@ -286,104 +328,72 @@ def _layer_classes() -> Tuple[type, type]:
         """
 
         def __init__(self, config: dict, weight: np.ndarray, bias: Optional[np.ndarray], backend: MxnetBackend):
-            super().__init__()
-            self.config = dict(config)
-            self._convlab_backend = backend
+            super().__init__(config, backend)
+            self._channels_last = config["data_format"] == "channels_last"
             self._stride = to_pair("stride", config["stride"])
             self._dilation = to_pair("dilation", config["dilation"])
-            self._plan: Optional[_Plan] = None
             with self.name_scope():
-                self.weight = self.params.get(
-                    "weight", shape=weight.shape, dtype=weight.dtype, init=mxnet.init.Constant(weight)
-                )
+                self.weight = self.params.get("weight", shape=weight.shape, init=mxnet.init.Constant(weight))
                 self.bias = None
                 if bias is not None:
-                    bias_init = mxnet.init.Constant(bias)
-                    self.bias = self.params.get("bias", shape=bias.shape, dtype=bias.dtype, init=bias_init)
+                    self.bias = self.params.get("bias", shape=bias.shape, init=mxnet.init.Constant(bias))
             self.initialize()
 
-        def forward(self, x: Any) -> Any:
-            if isinstance(x, NDArray):
-                if not isinstance(x, ndarray):
-                    x = x.as_np_ndarray()  # legacy NDArray: same memory, numpy-mode handle
-                if self._active:  # validate with the core now: MXNet would raise only at the next read
-                    self._retrace_for(x)
-                return super().forward(x)
-            if isinstance(x, Symbol):  # inside a hybridized parent: no input shape, so shape-free pads only
-                _shape_free_pads("Conv2D", self.config)
-                shape = self.weight.shape
-                channels, window = (shape[2], shape[:2]) if self._channels_last else (shape[1], shape[2:])
-                smallest = tuple((k - 1) * d + 1 for k, d in zip(window, self._dilation))
-                x4 = (1,) + smallest + (channels,) if self._channels_last else (1, channels) + smallest
-                self._plan = _Plan(4, None, self._geometry(x4).pads, None, np.dtype(self.weight.dtype).name)
-                return super().forward(x)
-            # NumPy arrays and lists: the core converts them; other frameworks' tensors: the core refuses them
-            bias = None if self.bias is None else numpy_mode(self.bias.data())
-            weight = numpy_mode(self.weight.data())
-            return convlab.conv2d(x, weight, bias, backend=self._convlab_backend, **self.config)
-
-        @property
-        def _channels_last(self) -> bool:
-            return self.config["data_format"] == "channels_last"
+        def _parameter_dtype(self) -> str:
+            return np.dtype(self.weight.dtype).name
 
         def _geometry(self, x_shape: Tuple[int, ...]) -> Any:
-            config = self.config
-            bias_shape = None if self.bias is None else self.bias.shape
+            config, bias_shape = self.config, None if self.bias is None else self.bias.shape
             return _geometry(
                 x_shape,
                 self.weight.shape,
                 bias_shape,
-                config["stride"],
+                self._stride,
                 config["padding"],
-                config["dilation"],
+                self._dilation,
                 config["data_format"],
             )
 
-        def _retrace_for(self, x: Any) -> None:
-            described = _describe(self._convlab_backend, "X", x)
-            geometry = self._geometry(described.shape)
-            weight_dtype = np.dtype(self.weight.dtype).name
-            dtype = "float64" if "float64" in (described.dtype, weight_dtype) else "float32"
-            plan = _plan(len(described.shape), geometry, np.dtype(x.dtype).name, dtype)
-            if plan != self._plan:
-                self._clear_cached_op()
-                self._plan = plan
+        def _shape_free_plan(self) -> _Plan:
+            shape = self.weight.shape
+            channels, window = (shape[2], shape[:2]) if self._channels_last else (shape[1], shape[2:])
+            smallest = tuple((k - 1) * d + 1 for k, d in zip(window, self._dilation))
+            x4 = (1,) + smallest + (channels,) if self._channels_last else (1, channels) + smallest
+            return _Plan(None, self._geometry(x4).pads, None, self._parameter_dtype())
+
+        def _call_core(self, x: Any) -> Any:
+            bias = None if self.bias is None else numpy_mode(self.bias.data())
+            return convlab.conv2d(x, numpy_mode(self.weight.data()), bias, backend=self._convlab_backend, **self.config)
 
         def hybrid_forward(self, F: Any, x: Any, weight: Any, bias: Any = None) -> Any:
-            x, weight, bias = numpy_mode(x), numpy_mode(weight), numpy_mode(bias)
+            weight, bias = numpy_mode(weight), numpy_mode(bias)
             if not isinstance(x, Symbol):  # imperative: the whole core path, validation included
                 return convlab.conv2d(x, weight, bias, backend=self._convlab_backend, **self.config)
-            plan = self._plan
-            weight_dtype = np.dtype(self.weight.dtype).name
-            if plan.input_dtype is not None and plan.input_dtype != plan.dtype:
-                x = x.astype(plan.dtype)  # integer inputs compute in float32, float32 with float64 in float64
-            if weight_dtype != plan.dtype:
-                weight = weight.astype(plan.dtype)
-                bias = None if bias is None else bias.astype(plan.dtype)
-            if plan.lift is not None:
-                x = x.reshape(plan.lift[0])
+            dtype = self._plan.dtype
+            if self._parameter_dtype() != dtype:
+                weight = weight.astype(dtype)
+                bias = None if bias is None else bias.astype(dtype)
             shape = self.weight.shape
             window, out_channels = (shape[:2], shape[3]) if self._channels_last else (shape[2:], shape[0])
             y = _convolution(
                 symbol_ops,
-                x,
+                self._lifted(x),
                 weight,
                 window,
                 out_channels,
                 self._stride,
-                plan.pads,
+                self._plan.pads,
                 self._dilation,
                 self._channels_last,
             )
             if bias is not None:
                 y = y + bias.reshape((1, 1, 1, -1) if self._channels_last else (1, -1, 1, 1))
-            return y if plan.lift is None else y.reshape(plan.lift[1])
+            return self._unlifted(y)
 
         def __repr__(self) -> str:
-            bias = self.bias is not None
-            return f"MxnetConv2D(weight shape {self.weight.shape}, bias={bias}, {self.config})"
+            return f"MxnetConv2D(weight {self.weight.shape}, bias={self.bias is not None}, {self.config})"
 
-    class MxnetPool2D(HybridBlock):
+    class MxnetPool2D(ConvlabBlock):
         """convlab's MaxPool2D / AvgPool2D as a parameter-free Gluon ``HybridBlock``.
 
         Example:
@@ -393,64 +403,35 @@ def _layer_classes() -> Tuple[type, type]:
             [[5.0, 7.0], [13.0, 15.0]]
         """
 
-        def __init__(self, config: dict, backend: MxnetBackend):
-            super().__init__()
-            self.config = dict(config)
-            self._convlab_backend = backend
-            self._plan: Optional[_Plan] = None
-
-        def forward(self, x: Any) -> Any:
-            if isinstance(x, NDArray):
-                if not isinstance(x, ndarray):
-                    x = x.as_np_ndarray()
-                if self._active:
-                    self._retrace_for(x)
-                return super().forward(x)
-            if isinstance(x, Symbol):
-                _shape_free_pads(f"{self.config['mode']} pooling", self.config)
-                window = self.config["pool_size"]
-                x4 = (1,) + window + (1,) if self.config["data_format"] == "channels_last" else (1, 1) + window
-                self._plan = _Plan(4, None, self._geometry(x4).pads, None, "")
-                return super().forward(x)
-            return convlab.pool2d(x, backend=self._convlab_backend, **self.config)
-
         def _geometry(self, x_shape: Tuple[int, ...]) -> Any:
             config = self.config
             return _pool_geometry(
                 x_shape, config["pool_size"], config["mode"], config["stride"], config["padding"], config["data_format"]
             )
 
-        def _retrace_for(self, x: Any) -> None:
-            described = _describe(self._convlab_backend, "X", x)
-            geometry = self._geometry(described.shape)
-            plan = _plan(len(described.shape), geometry, np.dtype(x.dtype).name, described.dtype)
-            if plan != self._plan:
-                self._clear_cached_op()
-                self._plan = plan
+        def _shape_free_plan(self) -> _Plan:
+            window = self.config["pool_size"]
+            x4 = (1,) + window + (1,) if self.config["data_format"] == "channels_last" else (1, 1) + window
+            return _Plan(None, self._geometry(x4).pads, None, "")
+
+        def _call_core(self, x: Any) -> Any:
+            return convlab.pool2d(x, backend=self._convlab_backend, **self.config)
 
         def hybrid_forward(self, F: Any, x: Any) -> Any:
             if not isinstance(x, Symbol):
-                return convlab.pool2d(x, backend=self._convlab_backend, **self.config)
-            x = numpy_mode(x)
-            plan, config = self._plan, self.config
-            if plan.input_dtype is not None and plan.input_dtype != plan.dtype:
-                x = x.astype(plan.dtype)
-            if plan.lift is not None:
-                x = x.reshape(plan.lift[0])
+                return self._call_core(x)
+            config = self.config
             y = _pooling(
                 symbol_ops,
-                x,
+                self._lifted(x),
                 config["pool_size"],
                 config["stride"],
-                plan.pads,
+                self._plan.pads,
                 config["mode"],
                 config["count_include_pad"],
                 config["data_format"] == "channels_last",
             )
-            return y if plan.lift is None else y.reshape(plan.lift[1])
-
-        def __repr__(self) -> str:
-            return f"MxnetPool2D({self.config})"
+            return self._unlifted(y)
 
     for cls in (MxnetConv2D, MxnetPool2D):
         cls.__qualname__ = cls.__name__  # why: pickle finds the class as convlab_mxnet.<name> (module __getattr__)
