@@ -558,6 +558,13 @@ BAD = [
 ]
 
 
+def test_two_devices_are_refused_after_a_same_device_call_of_the_same_shapes():
+    X, K = torch.ones(1, 1, 5, 5), torch.ones(1, 1, 3, 3)
+    cl.conv2d(X, K)  # convlab now remembers how to run this signature
+    with pytest.raises(cl.ConvlabValueError, match="different devices"):
+        cl.conv2d(X, K.to("meta"))
+
+
 @pytest.mark.parametrize("what, call, kind, fragment", BAD, ids=[case[0] for case in BAD])
 def test_bad_input_raises_convlab_errors_not_torch_errors(what, call, kind, fragment):
     with pytest.raises(kind, match=fragment) as raised:
