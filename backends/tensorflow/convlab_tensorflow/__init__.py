@@ -53,7 +53,7 @@ class TensorflowBackend(Backend):
         # tf.Tensor (eager and symbolic), tf.Variable and Keras 3 variables all derive from this type.
         self._tensor_types = tf.__internal__.types.Tensor
         self._dtypes = {"float32": tf.float32, "float64": tf.float64}
-        self._several_devices: Optional[bool] = None  # asked at the first op, once TensorFlow's runtime is up
+        _register_with_autograph("convlab", __name__)
 
     # -- tensors ------------------------------------------------------------------------------------
     def version(self) -> str:
@@ -101,13 +101,6 @@ class TensorflowBackend(Backend):
 
     # -- compute primitives -------------------------------------------------------------------------
     def conv2d(self, x: Any, k: Any, stride: Pair, pads: Pads, dilation: Pair, channels_last: bool) -> Any:
-        device = self._pinned_device(x)
-        if device:
-            with self.tf.device(device):
-                return self._conv2d(x, k, stride, pads, dilation, channels_last)
-        return self._conv2d(x, k, stride, pads, dilation, channels_last)
-
-    def _conv2d(self, x: Any, k: Any, stride: Pair, pads: Pads, dilation: Pair, channels_last: bool) -> Any:
         if not channels_last:
             x, k = self._move_axes(x, NCHW_TO_NHWC), self._move_axes(k, OIHW_TO_HWIO)
         if dilation != (1, 1):
@@ -133,45 +126,35 @@ class TensorflowBackend(Backend):
         return spread[: (kernel_h - 1) * dh + 1, : (kernel_w - 1) * dw + 1]
 
     def pool2d(
-        self,
-        x: Any,
-        window: Pair,
-        stride: Pair,
-        pads: Pads,
-        mode: str,
-        count_include_pad: bool,
-        channels_last: bool,
-    ) -> Any:
-        device = self._pinned_device(x)
-        if device:
-            with self.tf.device(device):
-                return self._pool2d(x, window, stride, pads, mode, count_include_pad, channels_last)
-        return self._pool2d(x, window, stride, pads, mode, count_include_pad, channels_last)
-
-    def _pool2d(
         self, x: Any, window: Pair, stride: Pair, pads: Pads, mode: str, count_include_pad: bool, channels_last: bool
     ) -> Any:
         if not channels_last:
-            y = self._pool2d(self._move_axes(x, NCHW_TO_NHWC), window, stride, pads, mode, count_include_pad, True)
+            y = self.pool2d(self._move_axes(x, NCHW_TO_NHWC), window, stride, pads, mode, count_include_pad, True)
             return self._move_axes(y, NHWC_TO_NCHW)
-        ops = self.ops
+        tf = self.tf
         ksize = (1,) + window + (1,)
-        strides, padding, explicit = _nhwc_attributes(stride, pads)
-        if mode == "max":  # TF's explicit max-pool padding never wins a max: the -inf padding convlab asks for
-            return ops.MaxPool(input=x, ksize=ksize, strides=strides, padding=padding, explicit_paddings=explicit)
+        strides, padding, _ = _nhwc_attributes(stride, pads)
         if padding == "VALID":
-            return ops.AvgPool(value=x, ksize=ksize, strides=strides, padding="VALID")
+            return self._pool(mode, x, ksize, strides, "VALID")
         height, width = x.shape.as_list()[1:3]
-        if not count_include_pad and pads == _same_pads((height, width), window, stride):
-            return ops.AvgPool(value=x, ksize=ksize, strides=strides, padding="SAME")  # averages real pixels only
+        if (mode == "max" or not count_include_pad) and pads == _same_pads((height, width), window, stride):
+            # TF's SAME pooling skips the padding: the -inf of max pooling, the real-pixel average
+            return self._pool(mode, x, ksize, strides, "SAME")
+        # Pad by hand: AvgPool has no explicit padding, and XLA refuses MaxPool's.
         nhwc_pads = ((0, 0),) + pads + ((0, 0),)
-        padded = self.tf.pad(x, nhwc_pads)  # AvgPool has no explicit padding
-        y = ops.AvgPool(value=padded, ksize=ksize, strides=strides, padding="VALID")
-        if count_include_pad:
+        fill = -np.inf if mode == "max" else 0.0
+        y = self._pool(mode, tf.pad(x, nhwc_pads, constant_values=fill), ksize, strides, "VALID")
+        if mode == "max" or count_include_pad:
             return y
-        ones = self.tf.pad(self.tf.ones((1, height, width, 1), x.dtype), nhwc_pads)
-        share = ops.AvgPool(value=ones, ksize=ksize, strides=strides, padding="VALID")  # real pixels / window
-        return y / share
+        ones = tf.pad(tf.ones((1, height, width, 1), x.dtype), nhwc_pads)
+        share = self._pool("avg", ones, ksize, strides, "VALID")  # the real pixels' share of each window
+        # divide_no_nan (share is never 0): grappler rewrites x / constant as x * (1 / constant), rounding twice
+        return tf.math.divide_no_nan(y, share)
+
+    def _pool(self, mode: str, x: Any, ksize: Tuple[int, ...], strides: list, padding: str) -> Any:
+        if mode == "max":
+            return self.ops.MaxPool(input=x, ksize=ksize, strides=strides, padding=padding)
+        return self.ops.AvgPool(value=x, ksize=ksize, strides=strides, padding=padding)
 
     def _move_axes(self, x: Any, axes: Tuple[int, ...]) -> Any:
         """``tf.transpose(x, axes)``, done as a free reshape when only size-1 axes change place."""
@@ -180,13 +163,6 @@ class TensorflowBackend(Backend):
         if moving == sorted(moving):
             return self.ops.Reshape(tensor=x, shape=[-1 if shape[axis] is None else shape[axis] for axis in axes])
         return self.ops.Transpose(x=x, perm=axes)
-
-    def _pinned_device(self, x: Any) -> Optional[str]:
-        """x's device when there are several (TF would place the op on its default device), else None."""
-        several = self._several_devices
-        if several is None:
-            several = self._several_devices = len(self.tf.config.list_logical_devices()) > 1
-        return x.device if several else None  # "" for symbolic tensors inside tf.function: TF places them
 
     # -- training and layers ------------------------------------------------------------------------
     def value_and_grad(self, fn: Callable[[list], Any]) -> Callable[[list], Tuple[Any, list]]:
@@ -205,6 +181,32 @@ class TensorflowBackend(Backend):
 
     def pool2d_layer(self, config: dict) -> Any:
         return _keras_layers()[1](self, config)
+
+
+def _register_with_autograph(*packages: str) -> None:
+    """Have tf.function run convlab's Python as written, as it does numpy's and keras's, and keep its errors.
+
+    AutoGraph would otherwise rewrite the core's shape logic at every trace, and it re-raises an error from
+    traced code with its own type only for types it knows take one message (else as a StagingError).
+    TensorFlow has no public switch for either, so this extends its two private lists.
+    """
+    try:
+        from tensorflow.python.autograph.core import config
+        from tensorflow.python.autograph.pyct import error_utils
+    except ImportError:  # a TensorFlow without these lists: convlab still works, traced slower
+        return
+    from convlab.errors import ConvlabError
+
+    known = {str(rule) for rule in config.CONVERSION_RULES}
+    rules = tuple(config.DoNotConvert(package) for package in packages)
+    config.CONVERSION_RULES = tuple(rule for rule in rules if str(rule) not in known) + config.CONVERSION_RULES
+    errors, pending = [], [ConvlabError]
+    while pending:
+        error = pending.pop()
+        errors.append(error)
+        pending.extend(error.__subclasses__())
+    message_only = error_utils.KNOWN_STRING_CONSTRUCTOR_ERRORS
+    error_utils.KNOWN_STRING_CONSTRUCTOR_ERRORS = message_only + tuple(e for e in errors if e not in message_only)
 
 
 @functools.lru_cache(maxsize=1024)
