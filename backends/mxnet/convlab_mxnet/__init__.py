@@ -51,8 +51,14 @@ def _namespaces() -> Tuple[_Ops, _Ops]:
     )
 
 
-def _convolution(ops: _Ops, x, k, window: Pair, out_channels: int, stride, pads, dilation, channels_last: bool):
-    """Cross-correlation of NCHW x with OIHW k (NHWC / HWIO when channels_last) on arrays or symbols."""
+@functools.lru_cache(maxsize=64)
+def _dtype_name(dtype: Any) -> str:
+    """``"float32"`` for any spelling of a dtype (numpy 1.23's ``dtype.name`` costs microseconds a call)."""
+    return np.dtype(dtype).name
+
+
+def _convolution(ops: _Ops, x, k, bias, window: Pair, out_channels: int, stride, pads, dilation, channels_last: bool):
+    """Cross-correlation of NCHW x with OIHW k (NHWC / HWIO when channels_last), plus bias, on arrays or symbols."""
     if channels_last:  # why: MXNet 1.x runs layout="NHWC" convolutions on GPU only
         x, k = x.transpose((0, 3, 1, 2)), k.transpose((3, 2, 0, 1))
     (top, bottom), (left, right) = pads
@@ -60,7 +66,15 @@ def _convolution(ops: _Ops, x, k, window: Pair, out_channels: int, stride, pads,
         x = ops.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)), mode="constant", constant_value=0.0)
         top = left = 0
     y = ops.npx.convolution(
-        x, k, kernel=window, stride=stride, dilate=dilation, pad=(top, left), num_filter=out_channels, no_bias=True
+        x,
+        k,
+        bias,
+        kernel=window,
+        stride=stride,
+        dilate=dilation,
+        pad=(top, left),
+        num_filter=out_channels,
+        no_bias=bias is None,
     )
     return y.transpose((0, 2, 3, 1)) if channels_last else y
 
@@ -114,7 +128,6 @@ class MxnetBackend(Backend):
         self._ndarray = mxnet.np.ndarray
         self._Symbol = mxnet.sym.Symbol
         self._dtypes = {"float32": np.dtype("float32"), "float64": np.dtype("float64")}
-        self._dtype_names: dict = {}  # why: numpy 1.23's dtype.name costs microseconds a call; convlab asks per input
         self._gpus = mxnet.context.num_gpus() > 0
 
     # -- tensors ----------------------------------------------------------------------------------
@@ -130,11 +143,7 @@ class MxnetBackend(Backend):
                 "convlab functions need concrete MXNet arrays, got a Symbol: inside a hybridized block use "
                 "cl.Conv2D / cl.MaxPool2D / cl.AvgPool2D (Gluon HybridBlocks) instead"
             )
-        dtype = x.dtype
-        name = self._dtype_names.get(dtype)
-        if name is None:
-            name = self._dtype_names[dtype] = np.dtype(dtype).name
-        return name
+        return _dtype_name(x.dtype)
 
     def device_of(self, x: Any) -> Any:
         # why: a CPU-only MXNet has one device (its CPU contexts mix freely) and reading x.ctx costs microseconds
@@ -188,7 +197,7 @@ class MxnetBackend(Backend):
     def conv2d(self, x: Any, k: Any, stride: Pair, pads: Pads, dilation: Pair, channels_last: bool) -> Any:
         shape = k.shape
         window, out_channels = (shape[:2], shape[3]) if channels_last else (shape[2:], shape[0])
-        return _convolution(self._ops, x, k, window, out_channels, stride, pads, dilation, channels_last)
+        return _convolution(self._ops, x, k, None, window, out_channels, stride, pads, dilation, channels_last)
 
     def pool2d(
         self,
@@ -245,7 +254,7 @@ def _layer_classes() -> Tuple[type, type]:
     from convlab.arguments import to_pair
     from convlab.ops import _describe, _geometry, _pool_geometry
 
-    symbol_ops = _namespaces()[1]
+    array_ops, symbol_ops = _namespaces()
     NDArray, Symbol = mxnet.nd.NDArray, mxnet.sym.Symbol
     numpy_types = (mxnet.np.ndarray, mxnet.sym.np._Symbol)
 
@@ -254,7 +263,12 @@ def _layer_classes() -> Tuple[type, type]:
         return value if value is None or isinstance(value, numpy_types) else value.as_np_ndarray()
 
     class ConvlabBlock(HybridBlock):
-        """What both layers share: the core validates concrete inputs; hybridized graphs follow the input."""
+        """What both layers share: the core validates each new input signature, then MXNet ops run the plan.
+
+        Imperative and hybridized calls run the same ops (the adapter's primitives with the stored, validated
+        configuration), so a hybridized layer equals the imperative one; a hybridized graph is traced again
+        when the plan (pads, lifting of 2-D/3-D inputs, dtype) changes.
+        """
 
         def __init__(self, config: dict, backend: MxnetBackend):
             super().__init__()
@@ -266,8 +280,7 @@ def _layer_classes() -> Tuple[type, type]:
         def forward(self, x: Any) -> Any:
             if isinstance(x, NDArray):
                 x = numpy_mode(x)
-                if self._active:
-                    self._plan_for(x)
+                self._plan_for(x)
                 return super().forward(x)
             if isinstance(x, Symbol):  # inside a hybridized parent: no input shape, so no shape-dependent padding
                 padding, stride = self.config["padding"], self.config["stride"]
@@ -292,7 +305,8 @@ def _layer_classes() -> Tuple[type, type]:
             plan = _Plan(lift, geometry.pads, None if signature[1] == dtype else dtype, dtype)
             self._signature = signature
             if plan != self._plan:
-                self._clear_cached_op()
+                if self._active:
+                    self._clear_cached_op()
                 self._plan = plan
 
         def _parameter_dtype(self) -> str:
@@ -340,7 +354,7 @@ def _layer_classes() -> Tuple[type, type]:
             self.initialize()
 
         def _parameter_dtype(self) -> str:
-            return np.dtype(self.weight.dtype).name
+            return _dtype_name(self.weight.dtype)
 
         def _geometry(self, x_shape: Tuple[int, ...]) -> Any:
             config, bias_shape = self.config, None if self.bias is None else self.bias.shape
@@ -366,19 +380,18 @@ def _layer_classes() -> Tuple[type, type]:
             return convlab.conv2d(x, numpy_mode(self.weight.data()), bias, backend=self._convlab_backend, **self.config)
 
         def hybrid_forward(self, F: Any, x: Any, weight: Any, bias: Any = None) -> Any:
-            weight, bias = numpy_mode(weight), numpy_mode(bias)
-            if not isinstance(x, Symbol):  # imperative: the whole core path, validation included
-                return convlab.conv2d(x, weight, bias, backend=self._convlab_backend, **self.config)
-            dtype = self._plan.dtype
+            ops = symbol_ops if isinstance(x, Symbol) else array_ops
+            weight, bias, dtype = numpy_mode(weight), numpy_mode(bias), self._plan.dtype
             if self._parameter_dtype() != dtype:
                 weight = weight.astype(dtype)
                 bias = None if bias is None else bias.astype(dtype)
             shape = self.weight.shape
             window, out_channels = (shape[:2], shape[3]) if self._channels_last else (shape[2:], shape[0])
             y = _convolution(
-                symbol_ops,
+                ops,
                 self._lifted(x),
                 weight,
+                bias,
                 window,
                 out_channels,
                 self._stride,
@@ -386,8 +399,6 @@ def _layer_classes() -> Tuple[type, type]:
                 self._dilation,
                 self._channels_last,
             )
-            if bias is not None:
-                y = y + bias.reshape((1, 1, 1, -1) if self._channels_last else (1, -1, 1, 1))
             return self._unlifted(y)
 
         def __repr__(self) -> str:
@@ -418,11 +429,9 @@ def _layer_classes() -> Tuple[type, type]:
             return convlab.pool2d(x, backend=self._convlab_backend, **self.config)
 
         def hybrid_forward(self, F: Any, x: Any) -> Any:
-            if not isinstance(x, Symbol):
-                return self._call_core(x)
             config = self.config
             y = _pooling(
-                symbol_ops,
+                symbol_ops if isinstance(x, Symbol) else array_ops,
                 self._lifted(x),
                 config["pool_size"],
                 config["stride"],
