@@ -399,6 +399,23 @@ def test_hybridized_graph_is_traced_again_only_when_the_padding_or_rank_changes(
     assert same._cached_op is not graph
 
 
+def test_cast_layer_computes_in_float64(mxb):
+    """Gluon's block.cast("float64") gives float64 parameters; a float32 input then computes in float64."""
+    layer = cl.Conv2D(3, 1, 2, padding=1, seed=0, backend="mxnet")
+    X = np.random.default_rng(0).standard_normal((1, 1, 5, 5)).astype(np.float32)
+    before = layer(as_mx(X)).asnumpy()
+    layer.cast("float64")
+    for hybridize in (False, True):
+        if hybridize:
+            layer.hybridize()
+        y = layer(as_mx(X))
+        assert y.dtype == np.float64
+        weight, bias = initial_weights((3, 3), 1, 2, True, 0)
+        expected = cl.conv2d(X.astype(np.float64), weight.astype(np.float64), bias.astype(np.float64), padding=1)
+        np.testing.assert_allclose(y.asnumpy(), expected, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(before, expected, rtol=1e-5, atol=1e-6)
+
+
 def test_layers_take_legacy_ndarrays(mxb):
     layer = cl.Conv2D(2, 1, 2, seed=0, backend="mxnet")
     pool = cl.AvgPool2D(2, backend="mxnet")

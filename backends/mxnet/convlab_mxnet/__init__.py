@@ -237,7 +237,7 @@ class MxnetBackend(Backend):
 
 
 class _Plan(NamedTuple):
-    """What a hybridized layer's graph depends on; the layer traces again when it changes."""
+    """How a layer runs inputs of one signature; a hybridized graph is traced again when it changes."""
 
     lift: Optional[Tuple[Tuple[int, ...], Tuple[int, ...]]]  # (4-D input shape, output shape) for 2-D/3-D inputs
     pads: Pads
