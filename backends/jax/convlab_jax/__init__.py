@@ -1,0 +1,275 @@
+"""convlab's JAX backend: each primitive is one jitted ``jax.lax`` op, so it works under jit, vmap and grad.
+
+The configuration (stride, pads, dilation, window, layout) reaches the kernels as static Python values:
+each combination compiles once, and an eager call then takes JAX's C++ fast path for jitted functions.
+``Conv2D`` is a pytree (weight and bias are its leaves), so ``jax.grad`` and ``jax.tree_util.tree_map``
+train it like any JAX model. Importing this module does not import JAX; creating the backend does.
+
+Example:
+    >>> import jax.numpy as jnp
+    >>> import convlab as cl
+    >>> cl.corr2d(jnp.arange(9.0).reshape(3, 3), jnp.array([[0.0, 1.0], [2.0, 3.0]])).tolist()
+    [[19.0, 25.0], [37.0, 43.0]]
+"""
+
+from __future__ import annotations
+
+import functools
+from types import SimpleNamespace
+from typing import Any, Callable, Optional, Sequence, Tuple
+
+import numpy as np
+
+from convlab.backend import Backend, Pads, Pair
+from convlab.errors import ConvlabTypeError
+from convlab.ops import conv2d, pool2d
+
+__all__ = ["JaxBackend", "JaxConv2D", "JaxPool2D"]
+
+#: dimension numbers (input, kernel, output) of each data format
+_CHANNELS_FIRST = ("NCHW", "OIHW", "NCHW")
+_CHANNELS_LAST = ("NHWC", "HWIO", "NHWC")
+_DTYPES = {"float32": np.dtype("float32"), "float64": np.dtype("float64")}
+
+
+class JaxBackend(Backend):
+    """convlab on JAX: ``jax.Array`` inputs (and tracers inside jit, vmap and grad) run here.
+
+    Example:
+        >>> import jax
+        >>> import jax.numpy as jnp
+        >>> import convlab as cl
+        >>> X = jnp.ones((1, 1, 6, 8))
+        >>> jax.jit(lambda X: cl.conv2d(X, jnp.ones((2, 1, 3, 3)), padding="same", stride=2))(X).shape
+        (1, 2, 3, 4)
+    """
+
+    name = "jax"
+    framework_modules = ("jax", "jaxlib")  # arrays are jaxlib ArrayImpl, tracers live in jax
+    package = "convlab-jax"
+
+    def __init__(self) -> None:
+        import jax  # here, not at module import: registering the backend must not load JAX
+
+        self._jax = jax
+        self._ops = _jitted_ops()
+        _register_pytrees()
+
+    # -- tensors ------------------------------------------------------------------------------
+    def version(self) -> str:
+        return self._jax.__version__
+
+    def is_tensor(self, x: Any) -> bool:
+        return isinstance(x, self._jax.Array)  # also true for tracers
+
+    def check_float64(self) -> None:
+        if not self._jax.config.jax_enable_x64:
+            raise ConvlabTypeError(
+                "float64 on the jax backend needs 64-bit mode, which is off: enable jax_enable_x64 (set "
+                "JAX_ENABLE_X64=1, or call jax.config.update('jax_enable_x64', True) at start-up), or pass float32 "
+                "inputs; convlab does not silently downcast float64 to float32"
+            )
+
+    def asarray(self, x: Any, dtype: str) -> Any:
+        if isinstance(x, self._jax.Array):
+            return x if x.dtype == _DTYPES.get(dtype, dtype) else self._ops.astype(x, dtype)
+        # An explicit dtype: with jax_enable_x64 on, JAX would otherwise keep NumPy's float64.
+        return self._ops.device_array(x, dtype)
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        return np.asarray(x)
+
+    def equivalence_settings(self) -> dict:
+        # Nothing to switch: every conv and matmul already asks for HIGHEST precision (no TF32 or bfloat16 passes).
+        return {
+            "precision": "HIGHEST",
+            "jax_enable_x64": bool(self._jax.config.jax_enable_x64),
+            "platform": self._jax.default_backend(),
+        }
+
+    # -- array plumbing -------------------------------------------------------------------------
+    def reshape(self, x: Any, shape: Sequence[int]) -> Any:
+        return self._ops.reshape(x, tuple(shape))
+
+    def transpose(self, x: Any, axes: Sequence[int]) -> Any:
+        return self._ops.transpose(x, tuple(axes))
+
+    def flip(self, x: Any, axes: Sequence[int]) -> Any:
+        return self._ops.flip(x, tuple(axes))
+
+    def pad(self, x: Any, pads: Sequence[Pair], value: float = 0.0) -> Any:
+        if not any(before or after for before, after in pads):
+            return x
+        return self._ops.pad(x, tuple((int(before), int(after)) for before, after in pads), float(value))
+
+    def sum(self, x: Any, axes: Sequence[int]) -> Any:
+        return self._ops.sum(x, tuple(axes))
+
+    def matmul(self, a: Any, b: Any) -> Any:
+        return self._ops.matmul(a, b)
+
+    # -- compute primitives -----------------------------------------------------------------------
+    def conv2d(self, x: Any, k: Any, stride: Pair, pads: Pads, dilation: Pair, channels_last: bool) -> Any:
+        return self._ops.conv2d(x, k, stride, pads, dilation, channels_last)
+
+    def pool2d(
+        self,
+        x: Any,
+        window: Pair,
+        stride: Pair,
+        pads: Pads,
+        mode: str,
+        count_include_pad: bool,
+        channels_last: bool,
+    ) -> Any:
+        return self._ops.pool2d(x, window, stride, pads, mode, count_include_pad, channels_last)
+
+    # -- training and layers ----------------------------------------------------------------------
+    def value_and_grad(self, fn: Callable[[list], Any]) -> Callable[[list], Tuple[Any, list]]:
+        return self._jax.jit(self._jax.value_and_grad(fn))  # jitted: the training step compiles once
+
+    def conv2d_layer(self, config: dict, weight: np.ndarray, bias: Optional[np.ndarray]) -> JaxConv2D:
+        to_device = self._jax.numpy.asarray  # float32 NumPy stays float32, also with jax_enable_x64
+        return JaxConv2D(self, config, to_device(weight), None if bias is None else to_device(bias))
+
+    def pool2d_layer(self, config: dict) -> JaxPool2D:
+        return JaxPool2D(self, config)
+
+
+@functools.cache
+def _jitted_ops() -> SimpleNamespace:
+    """The backend's kernels, each jitted with its configuration static, built once on first use.
+
+    Why jit even one-op kernels: an eager JAX op costs ~25 us of Python dispatch, a jitted call
+    with static arguments ~8 us; under a user's jit, vmap or grad the inner jit simply inlines.
+    """
+    import jax
+    import jax.numpy as jnp
+    from jax import lax
+
+    # Why HIGHEST: GPUs and TPUs multiply in reduced precision by default, outside convlab's error bound.
+    highest = lax.Precision.HIGHEST
+
+    def conv2d(x, k, stride, pads, dilation, channels_last):
+        dimension_numbers = _CHANNELS_LAST if channels_last else _CHANNELS_FIRST
+        return lax.conv_general_dilated(
+            x, k, stride, pads, rhs_dilation=dilation, dimension_numbers=dimension_numbers, precision=highest
+        )
+
+    def pool2d(x, window, stride, pads, mode, count_include_pad, channels_last):
+        def lift(pair, fill):  # an (h, w) pair to the four axes of x
+            return (fill, *pair, fill) if channels_last else (fill, fill, *pair)
+
+        window4, stride4, pads4 = lift(window, 1), lift(stride, 1), lift(pads, (0, 0))
+        if mode == "max":  # reduce_window pads with its initial value, -inf
+            return lax.reduce_window(x, -jnp.inf, lax.max, window4, stride4, pads4)
+        total = lax.reduce_window(x, 0.0, lax.add, window4, stride4, pads4)
+        if count_include_pad or pads == ((0, 0), (0, 0)):
+            return total / (window[0] * window[1])
+        # The number of real pixels under each window; static, so XLA folds it to a constant.
+        spatial = x.shape[1:3] if channels_last else x.shape[2:]
+        counts = lax.reduce_window(jnp.ones(lift(spatial, 1), x.dtype), 0.0, lax.add, window4, stride4, pads4)
+        return total / counts
+
+    def pad(x, pads, value):
+        return lax.pad(x, jnp.asarray(value, x.dtype), [(before, after, 0) for before, after in pads])
+
+    def device_array(x, dtype):
+        return jnp.asarray(x, dtype=dtype)
+
+    def static(function, *static_argnums):
+        return jax.jit(function, static_argnums=static_argnums)
+
+    return SimpleNamespace(
+        conv2d=static(conv2d, 2, 3, 4, 5),
+        pool2d=static(pool2d, 1, 2, 3, 4, 5, 6),
+        astype=static(lax.convert_element_type, 1),
+        device_array=device_array,
+        reshape=static(lambda x, shape: jnp.reshape(x, shape), 1),
+        transpose=static(lambda x, axes: jnp.transpose(x, axes), 1),
+        flip=static(lambda x, axes: lax.rev(x, axes), 1),
+        pad=static(pad, 1, 2),
+        sum=static(lambda x, axes: jnp.sum(x, axis=axes), 1),
+        matmul=jax.jit(lambda a, b: jnp.matmul(a, b, precision=highest)),
+    )
+
+
+@functools.cache
+def _register_pytrees() -> None:
+    from jax import tree_util
+
+    tree_util.register_pytree_node_class(JaxConv2D)
+    tree_util.register_pytree_node_class(JaxPool2D)
+
+
+class JaxConv2D:
+    """Conv2D on JAX: a pytree whose leaves are ``weight`` and ``bias``; the configuration is static.
+
+    Train it functionally: ``jax.grad`` of a loss with respect to the layer returns a ``JaxConv2D``
+    of gradients, and ``jax.tree_util.tree_map`` applies the update.
+
+    Example:
+        >>> import jax
+        >>> import jax.numpy as jnp
+        >>> import convlab as cl
+        >>> layer = cl.Conv2D((1, 2), seed=0, backend="jax")
+        >>> X = jnp.ones((6, 8))
+        >>> grads = jax.jit(jax.grad(lambda layer: (layer(X) ** 2).sum()))(layer)
+        >>> layer = jax.tree_util.tree_map(lambda p, g: p - 0.01 * g, layer, grads)
+        >>> layer(X).shape
+        (6, 7)
+    """
+
+    def __init__(self, backend: JaxBackend, config: dict, weight: Any, bias: Any) -> None:
+        self.backend = backend
+        self.config = dict(config)
+        self.weight = weight
+        self.bias = bias
+
+    def __call__(self, X: Any) -> Any:
+        return conv2d(X, self.weight, self.bias, backend=self.backend, **self.config)
+
+    def parameters(self) -> list:
+        return [self.weight] if self.bias is None else [self.weight, self.bias]
+
+    def tree_flatten(self) -> Tuple[tuple, tuple]:
+        return (self.weight, self.bias), (self.backend, tuple(self.config.items()))
+
+    @classmethod
+    def tree_unflatten(cls, aux: tuple, children: tuple) -> JaxConv2D:
+        backend, config = aux
+        return cls(backend, dict(config), *children)
+
+    def __repr__(self) -> str:
+        shape = getattr(self.weight, "shape", None)
+        return f"JaxConv2D(weight shape {shape}, bias={self.bias is not None}, {self.config})"
+
+
+class JaxPool2D:
+    """MaxPool2D / AvgPool2D on JAX: a pytree with no leaves (the configuration is static).
+
+    Example:
+        >>> import jax
+        >>> import jax.numpy as jnp
+        >>> import convlab as cl
+        >>> jax.jit(cl.MaxPool2D(2, backend="jax"))(jnp.arange(16.0).reshape(4, 4)).tolist()
+        [[5.0, 7.0], [13.0, 15.0]]
+    """
+
+    def __init__(self, backend: JaxBackend, config: dict) -> None:
+        self.backend = backend
+        self.config = dict(config)
+
+    def __call__(self, X: Any) -> Any:
+        return pool2d(X, backend=self.backend, **self.config)
+
+    def tree_flatten(self) -> Tuple[tuple, tuple]:
+        return (), (self.backend, tuple(self.config.items()))
+
+    @classmethod
+    def tree_unflatten(cls, aux: tuple, children: tuple) -> JaxPool2D:
+        backend, config = aux
+        return cls(backend, dict(config))
+
+    def __repr__(self) -> str:
+        return f"JaxPool2D({self.config})"
