@@ -25,6 +25,11 @@ __all__ = ["TorchBackend", "TorchConv2D", "TorchPool2D"]
 _INF = float("inf")
 
 
+def _compact(pair: Pair) -> Any:
+    """An int for a square pair: torch parses an int argument about 0.7 µs faster than a tuple."""
+    return pair[0] if pair[0] == pair[1] else pair
+
+
 class TorchBackend(Backend):
     """The convlab backend for PyTorch tensors; results keep the input's device and dtype.
 
@@ -96,11 +101,11 @@ class TorchBackend(Backend):
         if channels_last:  # NHWC/HWIO as NCHW/OIHW views: torch's conv runs natively on channels_last memory
             x, k = x.permute(0, 3, 1, 2), k.permute(3, 2, 0, 1)
         (top, bottom), (left, right) = pads
-        if top == bottom and left == right:
-            y = self._functional.conv2d(x, k, None, stride, (top, left), dilation)
-        else:  # F.conv2d pads symmetrically only
+        if top != bottom or left != right:  # F.conv2d pads symmetrically only
             x = self._functional.pad(x, (left, right, top, bottom))
-            y = self._functional.conv2d(x, k, None, stride, 0, dilation)
+            top = left = 0
+        padding = top if top == left else (top, left)
+        y = self._torch.conv2d(x, k, None, _compact(stride), padding, _compact(dilation))
         return y.permute(0, 2, 3, 1) if channels_last else y
 
     def pool2d(
@@ -117,17 +122,16 @@ class TorchBackend(Backend):
         if channels_last:
             x = x.permute(0, 3, 1, 2)
         (top, bottom), (left, right) = pads
-        # torch pads natively only symmetrically and by at most half the window
+        # torch pads natively only symmetrically and by at most half the window (with -inf for max pooling)
         native = top == bottom and left == right and 2 * top <= window[0] and 2 * left <= window[1]
-        if mode == "max":
-            if native:
-                y = functional.max_pool2d(x, window, stride, (top, left))
-            else:
-                y = functional.max_pool2d(functional.pad(x, (left, right, top, bottom), value=-_INF), window, stride)
-        elif native:
-            y = functional.avg_pool2d(x, window, stride, (top, left), False, count_include_pad)
-        elif count_include_pad:
-            y = functional.avg_pool2d(functional.pad(x, (left, right, top, bottom)), window, stride)
+        if not native and (mode == "max" or count_include_pad):
+            x = functional.pad(x, (left, right, top, bottom), value=-_INF if mode == "max" else 0.0)
+            top = left = 0
+        padding = top if top == left else (top, left)
+        if mode == "max":  # torch.max_pool2d: the op itself, without F.max_pool2d's Python wrapper
+            y = self._torch.max_pool2d(x, _compact(window), _compact(stride), padding)
+        elif native or count_include_pad:
+            y = functional.avg_pool2d(x, _compact(window), _compact(stride), padding, False, count_include_pad)
         else:  # window sums divided by the number of real pixels each window covers
             flat = (left, right, top, bottom)
             sums = functional.avg_pool2d(functional.pad(x, flat), window, stride, divisor_override=1)
