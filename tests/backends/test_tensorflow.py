@@ -385,6 +385,25 @@ def test_errors_inside_tf_function_keep_their_convlab_type():
     """AutoGraph re-raises errors from traced code; convlab's must come out as themselves."""
     with pytest.raises(cl.ConvlabValueError, match="input channels"):
         tf.function(lambda X, K: cl.conv2d(X, K))(tf.ones((1, 2, 5, 5)), tf.ones((1, 3, 2, 2)))
+    from tensorflow.python.autograph.impl import conversion  # private: AutoGraph's own "leave it alone" test
+
+    assert conversion.is_allowlisted(cl.conv2d) and conversion.is_allowlisted(type(BACKEND))
+
+
+def test_first_call_of_a_fresh_process_inside_tf_function():
+    """The backend is created during the first trace: that trace works and keeps convlab's error types."""
+    out = run_subprocess(
+        """
+        import tensorflow as tf, convlab as cl
+        conv = tf.function(lambda X, K: cl.conv2d(X, K))
+        try:
+            conv(tf.ones((1, 2, 5, 5)), tf.ones((1, 3, 2, 2)))
+        except Exception as error:
+            print(type(error).__name__, "input channels" in str(error))
+        print(conv(tf.ones((1, 3, 5, 5)), tf.ones((1, 3, 2, 2))).shape)
+        """
+    )
+    assert out.split() == ["ConvlabValueError", "True", "(1,", "1,", "4,", "4)"]
 
 
 # -- gradients ---------------------------------------------------------------------------------------
