@@ -89,6 +89,13 @@ class Backend:
         """
         raise NotImplementedError
 
+    def conv2d_bias(
+        self, x: Any, k: Any, bias: Any, stride: Pair, pads: Pads, dilation: Pair, channels_last: bool
+    ) -> Any:
+        """:meth:`conv2d` plus a bias of shape (Co,); override where the framework fuses the two."""
+        y = self.conv2d(x, k, stride, pads, dilation, channels_last)
+        return y + self.reshape(bias, (1, 1, 1, -1) if channels_last else (1, -1, 1, 1))
+
     def pool2d(
         self,
         x: Any,

@@ -8,6 +8,7 @@ tensors of one float dtype, lifts them to 4-D and calls one primitive.
 from __future__ import annotations
 
 import functools
+import warnings
 from typing import Any, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -51,9 +52,13 @@ def _describe(backend: Backend, name: str, x: Any) -> _Input:
     if isinstance(x, _NEUTRAL) or not backend.is_tensor(x):
         from_list = isinstance(x, (list, tuple, int, float, bool))
         try:
-            array = np.asarray(x)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # NumPy < 1.24 warns before building an object array
+                array = np.asarray(x)
         except ValueError as error:  # ragged nested lists
             raise ConvlabValueError(f"{name} is not a rectangular array: {error}") from None
+        if array.dtype == object and isinstance(x, (list, tuple)):  # NumPy < 1.24 does not raise
+            raise ConvlabValueError(f"{name} is not a rectangular array (ragged nested sequences)")
         dtype = _compute_dtype(name, array.dtype.kind, array.dtype.itemsize, str(array.dtype), from_list)
         return _Input(array, tuple(array.shape), dtype, False)
     dtype_name = backend.dtype_name(x)
@@ -112,6 +117,8 @@ class ConvGeometry(NamedTuple):
     pads: Pads
     dilation: Tuple[int, int]
     channels_last: bool
+    x_lifted: bool = False  # X is not 4-D: reshape it before the primitive
+    k_lifted: bool = False
 
 
 def _kernel_parts(k4: Tuple[int, ...], channels_last: bool) -> Tuple[int, int, Tuple[int, int]]:
@@ -180,7 +187,9 @@ def _conv_geometry(
         out = out4[1:]
     else:
         out = (out_h, out_w)
-    return ConvGeometry(x4, k4, out4, out, stride_pair, pads, dilation_pair, channels_last)
+    return ConvGeometry(
+        x4, k4, out4, out, stride_pair, pads, dilation_pair, channels_last, x4 != x_shape, k4 != k_shape
+    )
 
 
 def _geometry(x_shape, k_shape, bias_shape, stride, padding, dilation, data_format) -> ConvGeometry:
@@ -298,12 +307,9 @@ def _plan(backend: Backend, geometry: Any, items: Sequence[Optional[_Input]], na
     _, dtype = _prepare_dtype_and_devices(backend, items, names)
     if key is None:
         return None
-    convert = tuple(
-        item is not None
-        and (not item.is_tensor or item.dtype != dtype or backend.dtype_name(item.value) != dtype)
-        and not (type(item.value) is np.ndarray and backend.name == "numpy" and item.value.dtype == dtype)
-        for item in items
-    )
+    # asarray returns its input when nothing needs converting; anything else (NumPy data, another dtype,
+    # a legacy array type the backend rewraps) is converted on every call
+    convert = tuple(item is not None and backend.asarray(item.value, dtype) is not item.value for item in items)
     tensors = sum(1 for item in items if item is not None and item.is_tensor)
     check = tensors > 1 and type(backend).device_of is not Backend.device_of
     if len(_PLANS) > 4096:
@@ -328,13 +334,14 @@ def _conv(backend: Backend, x_in: _Input, k_in: _Input, b_in: Optional[_Input], 
 
 
 def _run_conv(backend: Backend, x: Any, k: Any, b: Any, geometry: ConvGeometry) -> Any:
-    if x.shape != geometry.x4:
+    if geometry.x_lifted:
         x = backend.reshape(x, geometry.x4)
-    if k.shape != geometry.k4:
+    if geometry.k_lifted:
         k = backend.reshape(k, geometry.k4)
-    y = backend.conv2d(x, k, geometry.stride, geometry.pads, geometry.dilation, geometry.channels_last)
-    if b is not None:
-        y = y + backend.reshape(b, (1, 1, 1, -1) if geometry.channels_last else (1, -1, 1, 1))
+    if b is None:
+        y = backend.conv2d(x, k, geometry.stride, geometry.pads, geometry.dilation, geometry.channels_last)
+    else:
+        y = backend.conv2d_bias(x, k, b, geometry.stride, geometry.pads, geometry.dilation, geometry.channels_last)
     if geometry.out != geometry.out4:
         y = backend.reshape(y, geometry.out)
     return y
@@ -367,7 +374,8 @@ def corr2d_multi_in(X: Any, K: Any, *, backend: BackendArg = None) -> Any:
     chosen, items = _inputs(backend, X=X, K=K)
     _require_rank("corr2d_multi_in", items, X=3, K=3)
     x_in, k_in = items["X"], items["K"]
-    geometry = _geometry(x_in.shape, (1,) + k_in.shape, None, 1, 0, 1, "channels_first")
+    # K (C, kh, kw) is one output channel of a 4-D kernel
+    geometry = _geometry(x_in.shape, (1,) + k_in.shape, None, 1, 0, 1, "channels_first")._replace(k_lifted=True)
     y = _conv(chosen, x_in, k_in, None, geometry)
     return chosen.reshape(y, geometry.out4[2:])
 
@@ -515,6 +523,7 @@ class PoolGeometry(NamedTuple):
     pads: Pads
     mode: str
     channels_last: bool
+    x_lifted: bool = False
 
 
 @functools.lru_cache(maxsize=4096)
@@ -547,7 +556,7 @@ def _pool_geometry(x_shape, pool_size, mode, stride, padding, data_format) -> Po
     else:
         out4 = (x4[0], x4[1], out_h, out_w)
     out = (out_h, out_w) if rank == 2 else out4[4 - rank :]
-    return PoolGeometry(x4, out, out4, window, stride_pair, pads, mode, channels_last)
+    return PoolGeometry(x4, out, out4, window, stride_pair, pads, mode, channels_last, x4 != x_shape)
 
 
 def pool2d(
@@ -603,7 +612,7 @@ def pool2d(
 
 
 def _run_pool(backend: Backend, x: Any, geometry: PoolGeometry, count_include_pad: bool) -> Any:
-    if x.shape != geometry.x4:
+    if geometry.x_lifted:
         x = backend.reshape(x, geometry.x4)
     y = backend.pool2d(
         x, geometry.window, geometry.stride, geometry.pads, geometry.mode, count_include_pad, geometry.channels_last
