@@ -558,6 +558,14 @@ def test_hot_path_returns_inputs_untouched():
     assert padded.shape == (1, 1, 5, 6) and float(padded[0, 0, 0, 0]) == -np.inf
 
 
+def test_numpy_inputs_are_copied_to_the_device_not_aliased():
+    X = integers((4, 4))
+    converted, result = BACKEND.asarray(X, "float32"), cl.pool2d(X, 1, backend="jax")
+    X[0, 0] = 100.0  # on CPU, jax.device_put would share X's memory and show this write
+    assert float(converted[0, 0]) != 100.0 and float(result[0, 0]) != 100.0
+    assert BACKEND.dtype_name(converted) == "float32" and BACKEND.dtype_name(ones(2, jnp.int32)) == "int32"
+
+
 def test_inputs_are_never_modified():
     X, K = integers((1, 2, 5, 5)), integers((2, 2, 2, 2))
     tensors = [jnp.asarray(X), jnp.asarray(K)]

@@ -30,6 +30,7 @@ __all__ = ["JaxBackend", "JaxConv2D", "JaxPool2D"]
 _CHANNELS_FIRST = ("NCHW", "OIHW", "NCHW")
 _CHANNELS_LAST = ("NHWC", "HWIO", "NHWC")
 _DTYPES = {"float32": np.dtype("float32"), "float64": np.dtype("float64")}
+_DTYPE_NAMES = {dtype: name for name, dtype in _DTYPES.items()}
 
 
 class JaxBackend(Backend):
@@ -70,11 +71,17 @@ class JaxBackend(Backend):
                 "inputs; convlab does not silently downcast float64 to float32"
             )
 
+    def dtype_name(self, x: Any) -> str:
+        return _DTYPE_NAMES.get(x.dtype) or np.dtype(x.dtype).name  # a dict hit instead of numpy's name property
+
     def asarray(self, x: Any, dtype: str) -> Any:
+        if dtype == "float64":
+            self.check_float64()  # without x64, JAX would hand back float32
         if isinstance(x, self._jax.Array):
             return x if x.dtype == _DTYPES.get(dtype, dtype) else self._ops.astype(x, dtype)
-        # An explicit dtype: with jax_enable_x64 on, JAX would otherwise keep NumPy's float64.
-        return self._ops.device_array(x, dtype)
+        # NumPy converts first: jnp.asarray(x, dtype=...) costs twice as much, and jax.device_put would alias
+        # x's memory on CPU (a later write to x would show through).
+        return self._jax.numpy.asarray(np.asarray(x, dtype=dtype))
 
     def to_numpy(self, x: Any) -> np.ndarray:
         return np.asarray(x)
@@ -174,9 +181,6 @@ def _jitted_ops() -> SimpleNamespace:
     def pad(x, pads, value):
         return lax.pad(x, jnp.asarray(value, x.dtype), [(before, after, 0) for before, after in pads])
 
-    def device_array(x, dtype):
-        return jnp.asarray(x, dtype=dtype)
-
     def static(function, *static_argnums):
         return jax.jit(function, static_argnums=static_argnums)
 
@@ -184,7 +188,6 @@ def _jitted_ops() -> SimpleNamespace:
         conv2d=static(conv2d, 2, 3, 4, 5),
         pool2d=static(pool2d, 1, 2, 3, 4, 5, 6),
         astype=static(lax.convert_element_type, 1),
-        device_array=device_array,
         reshape=static(lambda x, shape: jnp.reshape(x, shape), 1),
         transpose=static(lambda x, axes: jnp.transpose(x, axes), 1),
         flip=static(lambda x, axes: lax.rev(x, axes), 1),
