@@ -199,6 +199,12 @@ class MxnetBackend(Backend):
         window, out_channels = (shape[:2], shape[3]) if channels_last else (shape[2:], shape[0])
         return _convolution(self._ops, x, k, None, window, out_channels, stride, pads, dilation, channels_last)
 
+    def conv2d_bias(self, x: Any, k: Any, bias: Any, stride: Pair, pads: Pads, dilation: Pair, channels_last: bool):
+        # why: npx.convolution adds the bias itself; a separate broadcast add costs two more operator calls
+        shape = k.shape
+        window, out_channels = (shape[:2], shape[3]) if channels_last else (shape[2:], shape[0])
+        return _convolution(self._ops, x, k, bias, window, out_channels, stride, pads, dilation, channels_last)
+
     def pool2d(
         self,
         x: Any,
