@@ -195,9 +195,7 @@ class MxnetBackend(Backend):
 
     # -- compute primitives -----------------------------------------------------------------------
     def conv2d(self, x: Any, k: Any, stride: Pair, pads: Pads, dilation: Pair, channels_last: bool) -> Any:
-        shape = k.shape
-        window, out_channels = (shape[:2], shape[3]) if channels_last else (shape[2:], shape[0])
-        return _convolution(self._ops, x, k, None, window, out_channels, stride, pads, dilation, channels_last)
+        return self.conv2d_bias(x, k, None, stride, pads, dilation, channels_last)
 
     def conv2d_bias(self, x: Any, k: Any, bias: Any, stride: Pair, pads: Pads, dilation: Pair, channels_last: bool):
         # why: npx.convolution adds the bias itself; a separate broadcast add costs two more operator calls
