@@ -204,14 +204,14 @@ def test_integer_and_bool_tensors_compute_in_float32():
 
 def test_variables_are_read_not_modified():
     X, K = tf.Variable(normal((1, 2, 6, 6))), keras.Variable(normal((2, 2, 3, 3)).numpy())
-    saved = X.numpy().copy(), np.asarray(K).copy()
+    saved = X.numpy().copy(), K.numpy().copy()
     y = cl.conv2d(X, K, padding=((0, 1), (2, 0)))
     assert isinstance(y, tf.Tensor) and not isinstance(y, tf.Variable)
     testing.assert_close_to_reference(y, saved[0], saved[1], padding=((0, 1), (2, 0)))
     cl.pool2d(X, 3, "avg", padding=((0, 1), (2, 0)), count_include_pad=False)
     cl.conv2d_vjp(X, K, tf.ones((1, 2, 5, 6), tf.float64), padding=((0, 1), (2, 0)))
     np.testing.assert_array_equal(X.numpy(), saved[0])
-    np.testing.assert_array_equal(np.asarray(K), saved[1])
+    np.testing.assert_array_equal(K.numpy(), saved[1])
 
 
 def test_hot_path_returns_inputs_untouched():
@@ -572,8 +572,8 @@ def test_conv2d_layer_is_a_keras_layer_with_the_seeded_weights():
     assert isinstance(layer, keras.layers.Layer)
     assert [v.name for v in layer.trainable_variables] == ["weight", "bias"]
     weight, bias = initial_weights((3, 2), 2, 4, True, 1)
-    np.testing.assert_array_equal(np.asarray(layer.weight), weight)
-    np.testing.assert_array_equal(np.asarray(layer.bias), bias)
+    np.testing.assert_array_equal(layer.weight.numpy(), weight)
+    np.testing.assert_array_equal(layer.bias.numpy(), bias)
     last = cl.Conv2D(3, 2, 4, bias=False, data_format="channels_last", seed=1, backend="tensorflow")
     assert tuple(last.weight.shape) == (3, 3, 2, 4) and last.bias is None and len(last.trainable_variables) == 1
     assert isinstance(cl.MaxPool2D(2, backend="tensorflow"), keras.layers.Layer)
@@ -593,7 +593,7 @@ def test_conv2d_layer_trains_in_a_gradient_tape_loop():
         optimizer.apply_gradients(zip(grads, layer.trainable_variables))
         losses.append(float(loss))
     assert losses[-1] < 0.05 * losses[0], losses
-    np.testing.assert_allclose(np.asarray(layer.weight).reshape(2), [1.0, -1.0], atol=0.1)
+    np.testing.assert_allclose(layer.weight.numpy().reshape(2), [1.0, -1.0], atol=0.1)
 
 
 def _small_model(seed=0):
@@ -642,12 +642,32 @@ def test_layers_with_an_unknown_batch_size_match_eager():
         tf.function(first, input_signature=[tf.TensorSpec((None, 2, None, 9))]).get_concrete_function()
 
 
+@pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # Keras's saving code, not ours
+def test_keras_model_saves_and_loads_with_convlab_layers(tmp_path):
+    model = _small_model(seed=5)
+    X = RNG.normal(size=(3, 6, 8, 1)).astype(np.float32)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert [type(layer).__name__ for layer in loaded.layers[:4:3]] == ["ConvlabConv2D", "ConvlabPool2D"]
+    assert loaded.layers[0].convlab_config == model.layers[0].convlab_config
+    np.testing.assert_array_equal(loaded.predict(X, verbose=0), model.predict(X, verbose=0))
+
+
+def test_layer_classes_are_reachable_from_the_module():
+    import convlab_tensorflow
+
+    assert isinstance(cl.Conv2D(2, backend="tensorflow"), convlab_tensorflow.ConvlabConv2D)
+    assert isinstance(cl.AvgPool2D(2, backend="tensorflow"), convlab_tensorflow.ConvlabPool2D)
+    assert convlab_tensorflow.ConvlabConv2D.__qualname__ == "ConvlabConv2D"
+
+
 def test_layers_keep_float64():
     layer = cl.Conv2D(3, 2, 3, padding="same", seed=0, backend="tensorflow")
     X = normal((1, 2, 6, 6))
     y = layer(X)
     assert y.dtype == tf.float64  # convlab's promotion rule, not a Keras float32 autocast
-    expected = cl.conv2d(X.numpy(), np.asarray(layer.weight), np.asarray(layer.bias), padding="same")
+    expected = cl.conv2d(X.numpy(), layer.weight.numpy(), layer.bias.numpy(), padding="same")
     np.testing.assert_allclose(y.numpy(), expected, rtol=1e-12, atol=1e-12)
     pooled = cl.MaxPool2D(2, backend="tensorflow")(X)
     np.testing.assert_array_equal(pooled.numpy(), cl.pool2d(X, 2, stride=2).numpy())

@@ -177,10 +177,10 @@ class TensorflowBackend(Backend):
         return step
 
     def conv2d_layer(self, config: dict, weight: np.ndarray, bias: Optional[np.ndarray]) -> Any:
-        return _keras_layers()[0](self, config, weight, bias)
+        return _keras_layers()[0](config, weight, bias)
 
     def pool2d_layer(self, config: dict) -> Any:
-        return _keras_layers()[1](self, config)
+        return _keras_layers()[1](config)
 
 
 def _register_with_autograph(*packages: str) -> None:
@@ -250,11 +250,12 @@ def _keras_layers() -> Tuple[type, type]:
     import convlab
     from convlab.ops import _describe, _geometry, _pool_geometry, _prepare
 
+    @keras.saving.register_keras_serializable(package="convlab")
     class ConvlabConv2D(keras.layers.Layer):
         """``convlab.conv2d`` as a trainable Keras 3 layer; ``weight`` and ``bias`` are Keras variables.
 
         Made by ``cl.Conv2D(..., backend="tensorflow")``; trains in a ``tf.GradientTape`` loop and with
-        ``model.fit`` (Keras models use ``data_format="channels_last"``).
+        ``model.fit`` (Keras models use ``data_format="channels_last"``), and saves with ``model.save``.
 
         Example:
             >>> import numpy as np, keras, convlab as cl
@@ -264,11 +265,12 @@ def _keras_layers() -> Tuple[type, type]:
             TensorShape([2, 8, 8, 4])
         """
 
-        def __init__(self, backend: TensorflowBackend, config: dict, weight: np.ndarray, bias, **kwargs: Any):
+        def __init__(self, config: dict, weight: np.ndarray, bias: Optional[np.ndarray] = None, **kwargs: Any):
             # autocast off: dtypes follow convlab's rules (float32/float64, promotion), not a Keras float16 policy
-            super().__init__(autocast=False, **kwargs)
-            self.convlab_backend = backend
-            self.convlab_config = dict(config)
+            kwargs.setdefault("autocast", False)
+            super().__init__(**kwargs)
+            self.convlab_backend = convlab.get_backend("tensorflow")
+            self.convlab_config = _tuples(config)
             self.weight = self.add_weight(shape=weight.shape, initializer=_initial(weight), name="weight")
             self.bias = None
             if bias is not None:
@@ -306,9 +308,24 @@ def _keras_layers() -> Tuple[type, type]:
             shape = tuple(input_shape)
             unknown_batch = len(shape) == 4 and shape[0] is None
             probe = (1,) + shape[1:] if unknown_batch else shape
-            out = convlab.output_shape(probe, tuple(self.weight.shape), **_conv_args(self.convlab_config))
+            out = convlab.output_shape(probe, tuple(self.weight.shape), **self.convlab_config)
             return (None,) + out[1:] if unknown_batch else out
 
+        def get_config(self) -> dict:
+            shape = list(self.weight.shape)
+            extra = dict(config=self.convlab_config, weight_shape=shape, use_bias=self.bias is not None)
+            return {**super().get_config(), **extra}
+
+        @classmethod
+        def from_config(cls, config: dict) -> Any:
+            config = dict(config)
+            shape, use_bias = tuple(config.pop("weight_shape")), config.pop("use_bias")
+            options = _tuples(config.pop("config"))
+            out_channels = shape[3] if options["data_format"] == "channels_last" else shape[0]
+            weight = np.zeros(shape, np.float32)  # Keras loads the saved values over these
+            return cls(options, weight, np.zeros(out_channels, np.float32) if use_bias else None, **config)
+
+    @keras.saving.register_keras_serializable(package="convlab")
     class ConvlabPool2D(keras.layers.Layer):
         """``convlab.pool2d`` as a Keras 3 layer (made by ``cl.MaxPool2D`` / ``cl.AvgPool2D``).
 
@@ -318,10 +335,11 @@ def _keras_layers() -> Tuple[type, type]:
             [[5.0, 7.0], [13.0, 15.0]]
         """
 
-        def __init__(self, backend: TensorflowBackend, config: dict, **kwargs: Any):
-            super().__init__(autocast=False, **kwargs)
-            self.convlab_backend = backend
-            self.convlab_config = dict(config)
+        def __init__(self, config: dict, **kwargs: Any):
+            kwargs.setdefault("autocast", False)
+            super().__init__(**kwargs)
+            self.convlab_backend = convlab.get_backend("tensorflow")
+            self.convlab_config = _tuples(config)
             self.built = True
 
         def _geometry(self, shape: Tuple[int, ...]) -> Any:
@@ -331,21 +349,15 @@ def _keras_layers() -> Tuple[type, type]:
             )
 
         def call(self, inputs: Any) -> Any:
-            backend = self.convlab_backend
+            backend, config = self.convlab_backend, self.convlab_config
             if len(inputs.shape) == 4 and inputs.shape[0] is None:  # model.fit traces with an unknown batch size
                 geometry = self._geometry(_static_batchless("X", inputs))
                 (x,), _ = _prepare(backend, (_describe(backend, "X", inputs),), ("X",))
-                count_include_pad = self.convlab_config["count_include_pad"]
+                g = geometry
                 return backend.pool2d(
-                    x,
-                    geometry.window,
-                    geometry.stride,
-                    geometry.pads,
-                    geometry.mode,
-                    count_include_pad,
-                    geometry.channels_last,
+                    x, g.window, g.stride, g.pads, g.mode, config["count_include_pad"], g.channels_last
                 )
-            return convlab.pool2d(inputs, backend=backend, **self.convlab_config)
+            return convlab.pool2d(inputs, backend=backend, **config)
 
         def compute_output_shape(self, input_shape: Tuple[Optional[int], ...]) -> Tuple[Optional[int], ...]:
             shape = tuple(input_shape)
@@ -353,7 +365,19 @@ def _keras_layers() -> Tuple[type, type]:
                 return (None,) + self._geometry((1,) + shape[1:]).out[1:]
             return self._geometry(shape).out
 
+        def get_config(self) -> dict:
+            return {**super().get_config(), "config": self.convlab_config}
+
+    for cls in (ConvlabConv2D, ConvlabPool2D):
+        cls.__qualname__ = cls.__name__  # why: the classes are found as convlab_tensorflow.<name> (module __getattr__)
     return ConvlabConv2D, ConvlabPool2D
+
+
+def __getattr__(name: str) -> Any:
+    """``convlab_tensorflow.ConvlabConv2D`` / ``ConvlabPool2D``, built (and Keras imported) on first access."""
+    if name in ("ConvlabConv2D", "ConvlabPool2D"):
+        return _keras_layers()[name == "ConvlabPool2D"]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _initial(values: np.ndarray) -> Callable[..., np.ndarray]:
@@ -365,5 +389,10 @@ def _initial(values: np.ndarray) -> Callable[..., np.ndarray]:
     return initializer
 
 
-def _conv_args(config: dict) -> dict:
-    return {key: config[key] for key in ("stride", "padding", "dilation", "data_format")}
+def _tuples(value: Any) -> Any:
+    """Lists back to tuples, as convlab's configuration has them (a saved Keras config holds JSON lists)."""
+    if isinstance(value, dict):
+        return {key: _tuples(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return tuple(_tuples(item) for item in value)
+    return value
