@@ -5,6 +5,12 @@ the gradient kernels refuse NCHW on CPU), so ``data_format="channels_last"`` run
 channels-first inputs move their axes with a free reshape when the moving axes have size 1, a transpose
 otherwise. TensorFlow is imported when the backend is first used, never when this module is imported.
 
+The other TensorFlow quirks handled here, each commented where it happens: CPU gradient kernels refuse
+dilations > 1 (dilated kernels are spelled out), XLA refuses explicit pooling padding and AvgPool has none
+(TF's SAME or tf.pad), grappler rewrites x / constant as x * (1 / constant) (divide_no_nan keeps one
+rounding), model.fit traces with an unknown batch size (the Keras layers handle it), and AutoGraph would
+rewrite convlab's Python and rename its errors (convlab is registered as AutoGraph leaves numpy and keras).
+
 Example:
     >>> import tensorflow as tf
     >>> import convlab as cl
@@ -20,6 +26,7 @@ from typing import Any, Callable, Optional, Sequence, Tuple
 import numpy as np
 
 from convlab.backend import Backend, Pads, Pair
+from convlab.errors import ConvlabError, ConvlabValueError
 
 NCHW_TO_NHWC = (0, 2, 3, 1)
 NHWC_TO_NCHW = (0, 3, 1, 2)
@@ -195,8 +202,6 @@ def _register_with_autograph(*packages: str) -> None:
         from tensorflow.python.autograph.pyct import error_utils
     except ImportError:  # a TensorFlow without these lists: convlab still works, traced slower
         return
-    from convlab.errors import ConvlabError
-
     known = {str(rule) for rule in config.CONVERSION_RULES}
     rules = tuple(config.DoNotConvert(package) for package in packages)
     config.CONVERSION_RULES = tuple(rule for rule in rules if str(rule) not in known) + config.CONVERSION_RULES
@@ -211,7 +216,7 @@ def _register_with_autograph(*packages: str) -> None:
 
 @functools.lru_cache(maxsize=1024)
 def _nhwc_attributes(stride: Pair, pads: Pads) -> Tuple[list, str, list]:
-    """The strides, padding and explicit_paddings attributes of TF's NHWC Conv2D and MaxPool ops."""
+    """The strides, padding and explicit_paddings attributes of TF's NHWC Conv2D op (strides: the pools' too)."""
     (top, bottom), (left, right) = pads
     strides = [1, stride[0], stride[1], 1]
     if top == bottom == left == right == 0:
@@ -231,8 +236,6 @@ def _same_pads(size: Pair, window: Pair, stride: Pair) -> Pads:
 
 def _static_batchless(name: str, x: Any) -> Tuple[int, ...]:
     """Shape of a 4-D tensor whose batch size is unknown, with 1 for the batch; a clear error for other unknowns."""
-    from convlab.errors import ConvlabValueError
-
     shape = tuple(x.shape)
     if len(shape) != 4 or None in shape[1:]:
         raise ConvlabValueError(
