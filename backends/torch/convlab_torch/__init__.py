@@ -98,6 +98,11 @@ class TorchBackend(Backend):
 
     # -- compute primitives ---------------------------------------------------------------------------
     def conv2d(self, x: Any, k: Any, stride: Pair, pads: Pads, dilation: Pair, channels_last: bool) -> Any:
+        return self.conv2d_bias(x, k, None, stride, pads, dilation, channels_last)
+
+    def conv2d_bias(
+        self, x: Any, k: Any, bias: Any, stride: Pair, pads: Pads, dilation: Pair, channels_last: bool
+    ) -> Any:
         if channels_last:  # NHWC/HWIO as NCHW/OIHW views: torch's conv runs natively on channels_last memory
             x, k = x.permute(0, 3, 1, 2), k.permute(3, 2, 0, 1)
         (top, bottom), (left, right) = pads
@@ -105,7 +110,7 @@ class TorchBackend(Backend):
             x = self._functional.pad(x, (left, right, top, bottom))
             top = left = 0
         padding = top if top == left else (top, left)
-        y = self._torch.conv2d(x, k, None, _compact(stride), padding, _compact(dilation))
+        y = self._torch.conv2d(x, k, bias, _compact(stride), padding, _compact(dilation))
         return y.permute(0, 2, 3, 1) if channels_last else y
 
     def pool2d(
