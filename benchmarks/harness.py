@@ -10,8 +10,9 @@ Timing rules (DESIGN.md section 6, and the issue that asked for these numbers):
 * one *repeat* calls a function ``number`` times back to back and synchronises once at the end
   (``number`` is calibrated so that a repeat lasts ``min_time``); the figure is the median over
   repeats of the time per call;
-* the functions being compared run interleaved (repeat 1 of each, then repeat 2 of each, ...), so
-  background load on this shared two-core machine hits all of them alike;
+* the functions being compared run interleaved (repeat 1 of each, then repeat 2 of each in reverse
+  order, ...), so background load on this shared two-core machine hits all of them alike and none
+  always runs first;
 * after anything that ran NumPy's multi-threaded BLAS the harness sleeps ``PAUSE`` seconds before
   timing something else: OpenBLAS threads keep spinning on a core for about 0.1 s after a call and
   would slow down the next measurement;
@@ -144,10 +145,13 @@ def measure(functions: Dict[str, Timed], settings: Settings, repeats: Optional[i
         affordable = int(settings.budget / max(once * numbers[key], 1e-9))
         counts[key] = max(min(3, wanted), min(wanted, affordable))
     samples: Dict[str, List[float]] = {key: [] for key in functions}
+    keys = list(functions)
     for index in range(max(counts.values())):
-        for key, timed in functions.items():
+        # Every other round in reverse order: whichever function runs first in a round would
+        # otherwise always meet the same cache and clock state (a steady few percent on identical code).
+        for key in keys if index % 2 == 0 else keys[::-1]:
             if index < counts[key]:
-                samples[key].append(_run(timed, numbers[key]))
+                samples[key].append(_run(functions[key], numbers[key]))
     return {
         key: {
             "median_s": statistics.median(values),

@@ -381,7 +381,7 @@ def main(argv=None) -> int:
     configs = sorted({(r.get("clock", "wall"), str(r.get("threads", "default"))) for r in results})
     lines += [
         "Clock and threads: "
-        + "; ".join(f"{clock} time, {threads} threads" for clock, threads in configs)
+        + "; ".join(f"{clock} time, threads: {threads}" for clock, threads in configs)
         + " (`run.py --clock cpu --threads 1` times this process's CPU time on one thread: immune to other "
         "processes' load, see `benchmarks/README.md`).",
         "",
