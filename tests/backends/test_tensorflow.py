@@ -254,9 +254,9 @@ def _op_types(fn, *args):
 
 
 def test_channels_last_runs_without_any_transpose():
-    X, K = integers((2, 7, 7, 3)), integers((3, 3, 3, 4))
-    ops = _op_types(lambda X, K: cl.conv2d(X, K, stride=2, padding=1, data_format="channels_last"), X, K)
-    assert "Conv2D" in ops and not ops & {"Transpose", "Reshape", "Pad"}
+    X, K, bias = integers((2, 7, 7, 3)), integers((3, 3, 3, 4)), integers((4,))
+    ops = _op_types(lambda X, K: cl.conv2d(X, K, bias, stride=2, padding=1, data_format="channels_last"), X, K)
+    assert {"Conv2D", "BiasAdd"} <= ops and not ops & {"Transpose", "Reshape", "Pad"}
     ops = _op_types(lambda X: cl.pool2d(X, 3, "max", 2, 1, data_format="channels_last"), X)
     assert "MaxPool" in ops and not ops & {"Transpose", "Reshape", "Pad"}
 

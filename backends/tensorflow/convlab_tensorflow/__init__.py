@@ -108,12 +108,19 @@ class TensorflowBackend(Backend):
 
     # -- compute primitives -------------------------------------------------------------------------
     def conv2d(self, x: Any, k: Any, stride: Pair, pads: Pads, dilation: Pair, channels_last: bool) -> Any:
+        return self.conv2d_bias(x, k, None, stride, pads, dilation, channels_last)
+
+    def conv2d_bias(
+        self, x: Any, k: Any, bias: Any, stride: Pair, pads: Pads, dilation: Pair, channels_last: bool
+    ) -> Any:
         if not channels_last:
             x, k = self._move_axes(x, NCHW_TO_NHWC), self._move_axes(k, OIHW_TO_HWIO)
         if dilation != (1, 1):
             k = self._dilate(k, dilation)
         strides, padding, explicit = _nhwc_attributes(stride, pads)
         y = self.ops.Conv2D(input=x, filter=k, strides=strides, padding=padding, explicit_paddings=explicit)
+        if bias is not None:  # BiasAdd: one op and no reshape, in NHWC; graphs fuse it into the convolution
+            y = self.ops.BiasAdd(value=y, bias=bias)
         return y if channels_last else self._move_axes(y, NHWC_TO_NCHW)
 
     def _dilate(self, k: Any, dilation: Pair) -> Any:
@@ -300,12 +307,9 @@ def _keras_layers() -> Tuple[type, type]:
                 config["data_format"],
             )
             tensors, _ = _prepare(backend, items, names)
-            y = backend.conv2d(
-                tensors[0], tensors[1], geometry.stride, geometry.pads, geometry.dilation, geometry.channels_last
-            )
-            if self.bias is None:
-                return y
-            return y + backend.reshape(tensors[2], (1, 1, 1, -1) if geometry.channels_last else (1, -1, 1, 1))
+            bias = tensors[2] if self.bias is not None else None
+            g = geometry
+            return backend.conv2d_bias(tensors[0], tensors[1], bias, g.stride, g.pads, g.dilation, g.channels_last)
 
         def compute_output_shape(self, input_shape: Tuple[Optional[int], ...]) -> Tuple[Optional[int], ...]:
             shape = tuple(input_shape)
