@@ -586,27 +586,36 @@ def _raised_in_convlab(error_info):
 
 X4, K4 = ones((1, 2, 6, 6)), ones((3, 2, 3, 3))
 
+# (what, call, its array arguments, error class, a fragment of the message); under jit the arrays are tracers
 BAD_INPUT = [
-    ("numpy backend asked for jax arrays", lambda: cl.conv2d(X4, K4, backend="numpy"), cl.ConvlabTypeError, "jax"),
-    ("1-D X", lambda: cl.conv2d(ones(6), K4), cl.ConvlabValueError, "X must be"),
-    ("5-D X", lambda: cl.pool2d(ones((1, 1, 1, 4, 4)), 2), cl.ConvlabValueError, "X must be"),
-    ("3-D kernel for corr2d", lambda: cl.corr2d(ones((4, 4)), ones((1, 2, 2))), cl.ConvlabValueError, "2-D"),
-    ("channel mismatch", lambda: cl.conv2d(X4, ones((3, 4, 3, 3))), cl.ConvlabValueError, "channels"),
-    ("kernel larger than input", lambda: cl.corr2d(ones((2, 2)), ones((3, 3))), cl.ConvlabValueError, "larger"),
-    ("bfloat16", lambda: cl.conv2d(X4.astype(jnp.bfloat16), K4), cl.ConvlabTypeError, "bfloat16"),
-    ("float16 kernel", lambda: cl.conv2d(X4, K4.astype(jnp.float16)), cl.ConvlabTypeError, "float16"),
-    ("complex", lambda: cl.pool2d(ones((4, 4), jnp.complex64), 2), cl.ConvlabTypeError, "complex64"),
-    ("bias shape", lambda: cl.conv2d(X4, K4, ones(2)), cl.ConvlabValueError, "bias"),
+    (
+        "numpy backend for jax arrays",
+        lambda X, K: cl.conv2d(X, K, backend="numpy"),
+        (X4, K4),
+        cl.ConvlabTypeError,
+        "jax",
+    ),
+    ("1-D X", cl.conv2d, (ones(6), K4), cl.ConvlabValueError, "X must be"),
+    ("5-D X", lambda X: cl.pool2d(X, 2), (ones((1, 1, 1, 4, 4)),), cl.ConvlabValueError, "X must be"),
+    ("3-D kernel for corr2d", cl.corr2d, (ones((4, 4)), ones((1, 2, 2))), cl.ConvlabValueError, "2-D"),
+    ("channel mismatch", cl.conv2d, (X4, ones((3, 4, 3, 3))), cl.ConvlabValueError, "channels"),
+    ("kernel larger than input", cl.corr2d, (ones((2, 2)), ones((3, 3))), cl.ConvlabValueError, "larger"),
+    ("bfloat16", cl.conv2d, (X4.astype(jnp.bfloat16), K4), cl.ConvlabTypeError, "bfloat16"),
+    ("float16 kernel", cl.conv2d, (X4, K4.astype(jnp.float16)), cl.ConvlabTypeError, "float16"),
+    ("complex", lambda X: cl.pool2d(X, 2), (ones((4, 4), jnp.complex64),), cl.ConvlabTypeError, "complex64"),
+    ("bias shape", cl.conv2d, (X4, K4, ones(2)), cl.ConvlabValueError, "bias"),
+    ("dY shape", cl.conv2d_vjp, (X4, K4, ones((1, 3, 3, 3))), cl.ConvlabValueError, "dY"),
 ]
 
 
-@pytest.mark.parametrize("what, call, kind, fragment", BAD_INPUT, ids=[b[0] for b in BAD_INPUT])
-def test_bad_input_raises_convlab_errors_not_jax_errors(what, call, kind, fragment):
+@pytest.mark.parametrize("what, call, arrays, kind, fragment", BAD_INPUT, ids=[b[0] for b in BAD_INPUT])
+def test_bad_input_raises_convlab_errors_not_jax_errors(what, call, arrays, kind, fragment):
     with pytest.raises(kind, match=fragment) as error_info:
-        call()
+        call(*arrays)
     assert _raised_in_convlab(error_info)
-    with pytest.raises(kind, match=fragment):  # the same under jit, where the inputs are tracers
-        jax.jit(call)()
+    with pytest.raises(kind, match=fragment) as error_info:  # the same under jit, where the arrays are tracers
+        jax.jit(call)(*arrays)
+    assert _raised_in_convlab(error_info)
 
 
 TRACED_CONFIGURATION = [
