@@ -50,6 +50,10 @@ class Backend:
         """Where a tensor lives (for the mixed-device check); None if the framework has one device."""
         return None
 
+    def place_like(self, x: Any, like: Any) -> Any:
+        """``x`` (converted from NumPy data) on the device of ``like``, one of the call's tensors."""
+        return x
+
     def check_float64(self) -> None:
         """Raise a ConvlabTypeError when this backend cannot compute in float64 right now."""
 

@@ -26,7 +26,7 @@ from convlab.arguments import (
 )
 from convlab.backend import Backend
 from convlab.errors import ConvlabTypeError, ConvlabValueError
-from convlab.registry import default_backend_name, select_backend
+from convlab.registry import _by_type, default_backend_name, select_backend
 
 BackendArg = Union[str, Backend, None]
 _NEUTRAL = (np.ndarray, np.generic, list, tuple, int, float, bool)
@@ -83,19 +83,74 @@ def _compute_dtype(name: str, kind: str, itemsize: int, dtype_name: str, from_li
 
 def _prepare(backend: Backend, inputs: Sequence[Optional[_Input]], names: Sequence[str]) -> Tuple[list, str]:
     """Convert described inputs to the backend's tensors of one dtype (float64 if any is float64)."""
-    _, dtype = _prepare_dtype_and_devices(backend, inputs, names)
-    return [None if item is None else backend.asarray(item.value, dtype) for item in inputs], dtype
+    plan = _make_plan(backend, None, inputs, names)
+    return _materialize(plan, [None if item is None else item.value for item in inputs], names), plan.dtype
 
 
-def _prepare_dtype_and_devices(backend: Backend, inputs: Sequence[Optional[_Input]], names: Sequence[str]):
+class _Plan(NamedTuple):
+    """How to run calls with one signature: checked once, then reused (see :func:`_plan`)."""
+
+    backend: Backend
+    geometry: Any
+    dtype: str
+    convert: Tuple[bool, ...]  # which inputs need backend.asarray
+    tensors: Tuple[int, ...]  # which inputs are the backend's own tensors
+    check_devices: bool  # several tensors on a framework with devices: compare them on every call
+    place: Tuple[bool, ...]  # converted NumPy data to move to the tensors' device
+
+
+_PLANS: dict = {}
+
+
+def _make_plan(backend: Backend, geometry: Any, items: Sequence[Optional[_Input]], names: Sequence[str]) -> _Plan:
     """The one dtype a call computes in (float64 if any input is float64), after checking devices agree."""
-    dtype = "float64" if any(item is not None and item.dtype == "float64" for item in inputs) else "float32"
+    dtype = "float64" if any(item is not None and item.dtype == "float64" for item in items) else "float32"
     if dtype == "float64":
         backend.check_float64()
-    if type(backend).device_of is not Backend.device_of:
-        tensors = [(name, item.value) for name, item in zip(names, inputs) if item is not None and item.is_tensor]
-        _check_devices(backend, [value for _, value in tensors], [name for name, _ in tensors])
-    return None, dtype
+    tensors = tuple(i for i, item in enumerate(items) if item is not None and item.is_tensor)
+    has_devices = type(backend).device_of is not Backend.device_of
+    if has_devices and len(tensors) > 1:
+        _check_devices(backend, [items[i].value for i in tensors], [names[i] for i in tensors])
+    # asarray returns its input when nothing needs converting; anything else (NumPy data, another dtype,
+    # a legacy array type the backend rewraps) is converted on every call
+    convert = tuple(item is not None and backend.asarray(item.value, dtype) is not item.value for item in items)
+    follows = bool(tensors) and type(backend).place_like is not Backend.place_like
+    place = tuple(follows and item is not None and not item.is_tensor for item in items)
+    return _Plan(backend, geometry, dtype, convert, tensors, has_devices and len(tensors) > 1, place)
+
+
+def _plan(backend: Backend, geometry: Any, items: Sequence[Optional[_Input]], names: Sequence[str], key: Any):
+    """Validate the dtypes and devices of a call once and remember how to run calls like it."""
+    plan = _make_plan(backend, geometry, items, names)
+    if key is not None:
+        if len(_PLANS) > 4096:
+            _PLANS.clear()
+        _PLANS[key] = plan
+    return plan
+
+
+def _materialize(plan: _Plan, values: Sequence[Any], names: Sequence[str]) -> list:
+    """The inputs of one call as the backend's tensors, following the plan."""
+    backend = plan.backend
+    if plan.check_devices:
+        first = backend.device_of(values[plan.tensors[0]])
+        if any(backend.device_of(values[i]) != first for i in plan.tensors[1:]):
+            _check_devices(backend, [values[i] for i in plan.tensors], [names[i] for i in plan.tensors])
+    dtype = plan.dtype
+    out = [backend.asarray(v, dtype) if c else v for v, c in zip(values, plan.convert)]
+    if any(plan.place):  # NumPy data joins the framework tensors on their device
+        like = values[plan.tensors[0]]
+        out = [backend.place_like(v, like) if p else v for v, p in zip(out, plan.place)]
+    return out
+
+
+def _check_devices(backend: Backend, values: Sequence[Any], names: Sequence[str]) -> None:
+    devices = {}
+    for name, value in zip(names, values):
+        devices.setdefault(backend.device_of(value), name)
+    if len(devices) > 1:
+        where = ", ".join(f"{name} on {device}" for device, name in devices.items())
+        raise ConvlabValueError(f"inputs are on different devices ({where}); move them to one device first")
 
 
 def _inputs(backend: BackendArg, **named: Any) -> Tuple[Backend, dict]:
@@ -265,7 +320,7 @@ def conv2d(
     """
     try:  # a call like an earlier one reuses its plan: validation ran then, on the same types and shapes
         key = (
-            backend or default_backend_name(),
+            backend or _owner_name(X),
             type(X), X.shape, X.dtype, type(K), K.shape, K.dtype,
             None if bias is None else (type(bias), bias.shape, bias.dtype),
             _freeze(stride), _freeze(padding), _freeze(dilation), data_format,
@@ -280,52 +335,24 @@ def conv2d(
             x_in.shape, k_in.shape, None if b_in is None else b_in.shape, stride, padding, dilation, data_format
         )
         plan = _plan(chosen, geometry, (x_in, k_in, b_in), ("X", "K", "bias"), key)
-        if plan is None:
-            return _conv(chosen, x_in, k_in, b_in, geometry)
-    chosen, dtype, convert = plan.backend, plan.dtype, plan.convert
-    if plan.check_devices:
-        _check_devices(chosen, (X, K, bias), ("X", "K", "bias"))
-    x = chosen.asarray(X, dtype) if convert[0] else X
-    k = chosen.asarray(K, dtype) if convert[1] else K
-    b = chosen.asarray(bias, dtype) if convert[2] else bias
-    return _run_conv(chosen, x, k, b, plan.geometry)
+    if plan.check_devices or any(plan.place):
+        x, k, b = _materialize(plan, (X, K, bias), ("X", "K", "bias"))
+    else:  # the common case, inlined
+        backend, dtype, convert = plan.backend, plan.dtype, plan.convert
+        x = backend.asarray(X, dtype) if convert[0] else X
+        k = backend.asarray(K, dtype) if convert[1] else K
+        b = backend.asarray(bias, dtype) if convert[2] else bias
+    return _run_conv(plan.backend, x, k, b, plan.geometry)
 
 
-class _Plan(NamedTuple):
-    backend: Backend
-    geometry: Any
-    dtype: str
-    convert: Tuple[bool, ...]  # which inputs need backend.asarray
-    check_devices: bool
+def _owner_name(X: Any) -> str:
+    """The backend a call without ``backend=`` runs on when X's type decides it, else the default's name.
 
-
-_PLANS: dict = {}
-
-
-def _plan(backend: Backend, geometry: Any, items: Sequence[Optional[_Input]], names: Sequence[str], key: Any):
-    """Validate the dtypes and devices of a call once and remember how to run calls like it."""
-    _, dtype = _prepare_dtype_and_devices(backend, items, names)
-    if key is None:
-        return None
-    # asarray returns its input when nothing needs converting; anything else (NumPy data, another dtype,
-    # a legacy array type the backend rewraps) is converted on every call
-    convert = tuple(item is not None and backend.asarray(item.value, dtype) is not item.value for item in items)
-    tensors = sum(1 for item in items if item is not None and item.is_tensor)
-    check = tensors > 1 and type(backend).device_of is not Backend.device_of
-    if len(_PLANS) > 4096:
-        _PLANS.clear()
-    plan = _PLANS[key] = _Plan(backend, geometry, dtype, convert, check)
-    return plan
-
-
-def _check_devices(backend: Backend, values: Sequence[Any], names: Sequence[str]) -> None:
-    devices = {}
-    for name, value in zip(names, values):
-        if value is not None and backend.is_tensor(value):
-            devices.setdefault(backend.device_of(value), name)
-    if len(devices) > 1:
-        where = ", ".join(f"{name} on {device}" for device, name in devices.items())
-        raise ConvlabValueError(f"inputs are on different devices ({where}); move them to one device first")
+    A framework tensor picks its own backend, so such calls skip reading the default (a contextvar and
+    the environment: slow, and not traceable by torch.compile).
+    """
+    owner = _by_type.get(type(X))
+    return owner.name if owner is not None else default_backend_name()
 
 
 def _conv(backend: Backend, x_in: _Input, k_in: _Input, b_in: Optional[_Input], geometry: ConvGeometry) -> Any:
@@ -584,14 +611,14 @@ def pool2d(
     """
     try:
         key = (
-            backend or default_backend_name(), type(X), X.shape, X.dtype,
+            backend or _owner_name(X), type(X), X.shape, X.dtype,
             _freeze(pool_size), mode, _freeze(stride), _freeze(padding), count_include_pad, data_format,
         )  # fmt: skip
         plan = _PLANS.get(key) if type(count_include_pad) is bool else None
     except (AttributeError, TypeError):
         key = plan = None
     if plan is not None:
-        x = plan.backend.asarray(X, plan.dtype) if plan.convert[0] else X
+        (x,) = _materialize(plan, (X,), ("X",))
         return _run_pool(plan.backend, x, plan.geometry, count_include_pad)
     chosen, items = _inputs(backend, X=X)
     x_in = items["X"]
@@ -604,10 +631,7 @@ def pool2d(
             raise
         raise ConvlabTypeError(f"pool_size, mode, stride, padding and data_format have wrong types: {error}") from None
     plan = _plan(chosen, geometry, (x_in,), ("X",), key if type(count_include_pad) is bool else None)
-    if plan is None:
-        (x,), _ = _prepare(chosen, (x_in,), ("X",))
-    else:
-        x = chosen.asarray(X, plan.dtype) if plan.convert[0] else X
+    (x,) = _materialize(plan, (x_in.value,), ("X",))
     return _run_pool(chosen, x, geometry, bool(count_include_pad))
 
 
@@ -655,7 +679,10 @@ def conv_matrix(
     (k,), dtype = _prepare(chosen, (k_in,), ("K",))
     selector = _selection_tensor(input_shape, k_in.shape, geometry.stride, geometry.pads, geometry.dilation)
     taps = k_in.shape[0] * k_in.shape[1]
-    matrix = chosen.matmul(chosen.reshape(k, (1, taps)), chosen.asarray(selector.reshape(taps, -1), dtype))
+    selector = chosen.asarray(selector.reshape(taps, -1), dtype)
+    if k_in.is_tensor:
+        selector = chosen.place_like(selector, k)
+    matrix = chosen.matmul(chosen.reshape(k, (1, taps)), selector)
     out_h, out_w = geometry.out
     return chosen.reshape(matrix, (out_h * out_w, input_shape[0] * input_shape[1]))
 

@@ -171,7 +171,6 @@ def backend_of(x: Any) -> Optional[Backend]:
     owner = None
     if not isinstance(x, _NEUTRAL_TYPES):
         _load_entry_points()
-        root = kind.__module__.split(".")[0]
         for name, factory in list(_factories.items()):
             if name == "numpy":
                 continue
@@ -185,7 +184,8 @@ def backend_of(x: Any) -> Optional[Backend]:
             if backend.is_tensor(x):
                 owner = backend
                 break
-        if owner is None and root in ("torch", "tensorflow", "keras", "jax", "jaxlib", "mxnet"):
+        root = kind.__module__.split(".")[0] if owner is None else ""
+        if root in ("torch", "tensorflow", "keras", "jax", "jaxlib", "mxnet"):
             framework = "tensorflow" if root == "keras" else "jax" if root == "jaxlib" else root
             raise BackendNotAvailableError(
                 f"got a {kind.__module__}.{kind.__name__} but no convlab backend for it is installed: "

@@ -488,12 +488,6 @@ def test_compiled_conv2d_and_pool2d_equal_eager():
         assert torch.equal(mine, theirs)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=torch._dynamo.exc.Unsupported,
-    reason="core: without backend=, the plan key calls registry.default_backend_name(), a ContextVar.get "
-    "dynamo cannot trace",
-)
 def test_compiled_conv2d_without_backend_argument():
     X, K = integers((1, 2, 7, 7)), integers((3, 2, 2, 2))
     eager = _conv_then_pools(X, K, backend=None)
@@ -571,3 +565,14 @@ def test_bad_input_raises_convlab_errors_not_torch_errors(what, call, kind, frag
         call()
     assert isinstance(raised.value, cl.ConvlabError), what
     assert not _raised_in_torch(raised), f"{what}: raised from inside torch"
+
+
+def test_numpy_inputs_follow_the_tensors_device():
+    """NumPy data given with meta tensors lands on meta too: no host round trip, no torch device error."""
+    X = torch.empty(1, 2, 6, 6, device="meta")
+    K = torch.empty(3, 2, 3, 3, device="meta")
+    assert cl.conv2d(X, K, np.ones(3, np.float32)).device.type == "meta"
+    assert cl.conv2d(X, np.ones((3, 2, 3, 3), np.float32)).device.type == "meta"
+    dX, dK, dbias = cl.conv2d_vjp(X, K, np.ones((1, 3, 4, 4), np.float32))
+    assert {dX.device.type, dK.device.type, dbias.device.type} == {"meta"}
+    assert cl.conv_matrix(torch.empty(2, 2, device="meta"), (3, 3)).device.type == "meta"

@@ -68,6 +68,9 @@ class TorchBackend(Backend):
     def device_of(self, x: Any) -> Any:
         return x.device
 
+    def place_like(self, x: Any, like: Any) -> Any:
+        return x if x.device == like.device else x.to(like.device)
+
     def asarray(self, x: Any, dtype: str) -> Any:
         target = self._dtypes[dtype]
         if isinstance(x, self._torch.Tensor):
