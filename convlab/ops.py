@@ -67,7 +67,11 @@ def _describe(backend: Backend, name: str, x: Any) -> _Input:
         kind, itemsize = dtype.kind, dtype.itemsize
     except TypeError:  # bfloat16 and friends NumPy does not know
         kind, itemsize = "?", 0
-    return _Input(x, tuple(x.shape), _compute_dtype(name, kind, itemsize, dtype_name, False), True)
+    try:
+        shape = tuple(x.shape)
+    except ValueError:  # TensorFlow: a symbolic tensor of unknown rank
+        raise ConvlabValueError(f"{name} has an unknown rank; convlab needs static shapes") from None
+    return _Input(x, shape, _compute_dtype(name, kind, itemsize, dtype_name, False), True)
 
 
 def _compute_dtype(name: str, kind: str, itemsize: int, dtype_name: str, from_list: bool) -> str:
@@ -157,6 +161,12 @@ def _inputs(backend: BackendArg, **named: Any) -> Tuple[Backend, dict]:
     names = tuple(named)
     chosen = select_backend(tuple(named.values()), names, backend)
     described = {name: None if x is None else _describe(chosen, name, x) for name, x in named.items()}
+    for name, item in described.items():
+        if item is not None and None in item.shape:
+            raise ConvlabValueError(
+                f"{name} has unknown dimensions {item.shape}; convlab needs static shapes "
+                f"(inside tf.function: an input_signature with full shapes, or none)"
+            )
     return chosen, described
 
 
