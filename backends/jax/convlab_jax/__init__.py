@@ -119,6 +119,11 @@ class JaxBackend(Backend):
     def conv2d(self, x: Any, k: Any, stride: Pair, pads: Pads, dilation: Pair, channels_last: bool) -> Any:
         return self._ops.conv2d(x, k, stride, pads, dilation, channels_last)
 
+    def conv2d_bias(
+        self, x: Any, k: Any, bias: Any, stride: Pair, pads: Pads, dilation: Pair, channels_last: bool
+    ) -> Any:
+        return self._ops.conv2d_bias(x, k, bias, stride, pads, dilation, channels_last)  # one call, the add fused
+
     def pool2d(
         self,
         x: Any,
@@ -163,6 +168,10 @@ def _jitted_ops() -> SimpleNamespace:
             x, k, stride, pads, rhs_dilation=dilation, dimension_numbers=dimension_numbers, precision=highest
         )
 
+    def conv2d_bias(x, k, bias, stride, pads, dilation, channels_last):
+        y = conv2d(x, k, stride, pads, dilation, channels_last)
+        return y + (bias if channels_last else bias[:, None, None])  # broadcast over (N, H, W, Co) / (N, Co, H, W)
+
     def pool2d(x, window, stride, pads, mode, count_include_pad, channels_last):
         def lift(pair, fill):  # an (h, w) pair to the four axes of x
             return (fill, *pair, fill) if channels_last else (fill, fill, *pair)
@@ -186,6 +195,7 @@ def _jitted_ops() -> SimpleNamespace:
 
     return SimpleNamespace(
         conv2d=static(conv2d, 2, 3, 4, 5),
+        conv2d_bias=static(conv2d_bias, 3, 4, 5, 6),
         pool2d=static(pool2d, 1, 2, 3, 4, 5, 6),
         astype=static(lax.convert_element_type, 1),
         reshape=static(lambda x, shape: jnp.reshape(x, shape), 1),
