@@ -549,6 +549,27 @@ def test_no_device_to_host_copy_on_the_op_path():
             jax.block_until_ready(call())
 
 
+def test_results_stay_on_the_device_of_the_input():
+    code = """if True:
+        import jax, numpy as np, convlab as cl
+        second = jax.devices()[1]
+        X = jax.device_put(np.ones((1, 2, 6, 6), np.float32), second)
+        K, dY = np.ones((3, 2, 3, 3), np.float32), np.ones((1, 3, 4, 4), np.float32)
+        results = [
+            cl.conv2d(X, K, np.ones(3, np.float32)),
+            cl.pool2d(X, 2, "avg"),
+            *cl.conv2d_vjp(X, K, dY),  # dX and dbias come from the NumPy data alone
+            cl.Conv2D(3, 2, 3, backend="jax")(X),
+            cl.corr2d_matmul(X[0, 0], K[0, 0]),
+        ]
+        assert all(y.devices() == {second} for y in results), [y.devices() for y in results]
+        print("ok")
+    """
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+
+
 def test_hot_path_returns_inputs_untouched():
     X = ones((1, 1, 4, 4))
     assert BACKEND.asarray(X, "float32") is X

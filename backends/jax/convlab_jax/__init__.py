@@ -83,6 +83,13 @@ class JaxBackend(Backend):
         # x's memory on CPU (a later write to x would show through).
         return self._jax.numpy.asarray(np.asarray(x, dtype=dtype))
 
+    def place_like(self, x: Any, like: Any) -> Any:
+        # Uncommitted arrays follow committed ones into a computation, but a result computed from NumPy data
+        # alone (conv2d_vjp's dX from dY and K) would stay on the default device: commit x next to like.
+        if isinstance(like, self._jax.core.Tracer) or not like.committed:
+            return x
+        return self._jax.device_put(x, like.sharding)
+
     def to_numpy(self, x: Any) -> np.ndarray:
         return np.asarray(x)
 
