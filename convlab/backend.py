@@ -19,6 +19,8 @@ from typing import Any, Callable, Sequence, Tuple
 
 import numpy as np
 
+from convlab import algorithms
+
 Pair = Tuple[int, int]
 Pads = Tuple[Pair, Pair]
 
@@ -32,6 +34,11 @@ class Backend:
     package: str = ""
     #: whether :meth:`value_and_grad` works (NumPy has no automatic differentiation)
     has_autodiff: bool = True
+    #: what ``algorithm="auto"`` runs on the CPU: ``(description, predicate of a ConvShape, algorithm)``
+    #: rows, first match wins, no match is ``"native"`` (see :mod:`convlab.algorithms`)
+    conv_rules: Tuple[Tuple[str, Callable[[algorithms.ConvShape], bool], str], ...] = ()
+    #: the same for pooling, predicates of a PoolShape
+    pool_rules: Tuple[Tuple[str, Callable[[algorithms.PoolShape], bool], str], ...] = ()
 
     # -- tensors ----------------------------------------------------------------------------
     def version(self) -> str:
@@ -49,6 +56,10 @@ class Backend:
     def device_of(self, x: Any) -> Any:
         """Where a tensor lives (for the mixed-device check); None if the framework has one device."""
         return None
+
+    def is_accelerator(self, device: Any) -> bool:
+        """True for a device (from :meth:`device_of`) where "auto" keeps the native op (cuDNN and friends)."""
+        return False
 
     def place_like(self, x: Any, like: Any) -> Any:
         """``x`` (converted from NumPy data) on the device of ``like``, one of the call's tensors."""
@@ -112,6 +123,23 @@ class Backend:
     ) -> Any:
         """Max (padding with -inf) or average pooling of a 4-D input."""
         raise NotImplementedError
+
+    # -- alternative formulations (``algorithm=``); generic versions in convlab.algorithms --------
+    def conv2d_shift(
+        self, x: Any, k: Any, bias: Any, stride: Pair, pads: Pads, dilation: Pair, channels_last: bool
+    ) -> Any:
+        """Shift-and-accumulate over kernel offsets; ``bias`` may be None."""
+        return algorithms.conv2d_shift(self, x, k, bias, stride, pads, dilation, channels_last)
+
+    def conv2d_gemm(
+        self, x: Any, k: Any, bias: Any, stride: Pair, pads: Pads, dilation: Pair, channels_last: bool
+    ) -> Any:
+        """One matrix product per kernel offset, accumulated; ``bias`` may be None."""
+        return algorithms.conv2d_gemm(self, x, k, bias, stride, pads, dilation, channels_last)
+
+    def pool2d_layout(self, x, window, stride, pads, mode, count_include_pad, channels_last) -> Any:
+        """:meth:`pool2d` computed in the other memory layout."""
+        return algorithms.pool2d_layout(self, x, window, stride, pads, mode, count_include_pad, channels_last)
 
     def equivalence_settings(self) -> dict:
         """Make results reproducible for the equivalence checks (TF32 off, deterministic algorithms on)

@@ -61,6 +61,18 @@ class NumpyBackend(Backend):
             return _conv_shift(x, k, stride, pads, dilation)
         return _conv_gemm(x, k, stride, pads, dilation)
 
+    def conv2d_shift(self, x, k, bias, stride, pads, dilation, channels_last):
+        return _with_bias(self._in_nchw(_conv_shift, x, k, stride, pads, dilation, channels_last), bias, channels_last)
+
+    def conv2d_gemm(self, x, k, bias, stride, pads, dilation, channels_last):
+        return _with_bias(self._in_nchw(_conv_gemm, x, k, stride, pads, dilation, channels_last), bias, channels_last)
+
+    def _in_nchw(self, formulation, x, k, stride, pads, dilation, channels_last):
+        if not channels_last:
+            return formulation(x, k, stride, pads, dilation)
+        y = formulation(x.transpose(0, 3, 1, 2), k.transpose(3, 2, 0, 1), stride, pads, dilation)
+        return np.ascontiguousarray(y.transpose(0, 2, 3, 1))
+
     def pool2d(self, x, window, stride, pads, mode, count_include_pad, channels_last):
         if channels_last:
             y = self.pool2d(x.transpose(0, 3, 1, 2), window, stride, pads, mode, count_include_pad, False)
@@ -112,6 +124,12 @@ def _out_hw(spatial, pads, window, stride, dilation):
         (size + p[0] + p[1] - d * (w - 1) - 1) // s + 1
         for size, p, w, s, d in zip(spatial, pads, window, stride, dilation)
     )
+
+
+def _with_bias(y: np.ndarray, bias, channels_last: bool) -> np.ndarray:
+    if bias is not None:
+        y += bias.reshape((1, 1, 1, -1) if channels_last else (1, -1, 1, 1))
+    return y
 
 
 def _conv_shift(x, k, stride, pads, dilation):

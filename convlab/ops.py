@@ -13,6 +13,7 @@ from typing import Any, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from convlab import algorithms
 from convlab.arguments import (
     POOL_MODES,
     IntOrPair,
@@ -91,6 +92,9 @@ def _prepare(backend: Backend, inputs: Sequence[Optional[_Input]], names: Sequen
     return _materialize(plan, [None if item is None else item.value for item in inputs], names), plan.dtype
 
 
+_NO_CHECK = object()  # a plan's device when its algorithm holds on any device
+
+
 class _Plan(NamedTuple):
     """How to run calls with one signature: checked once, then reused (see :func:`_plan`)."""
 
@@ -101,6 +105,8 @@ class _Plan(NamedTuple):
     tensors: Tuple[int, ...]  # which inputs are the backend's own tensors
     check_devices: bool  # several tensors on a framework with devices: compare them on every call
     place: Tuple[bool, ...]  # converted NumPy data to move to the tensors' device
+    algorithm: str = "native"  # the formulation to run (see convlab.algorithms), "auto" already resolved
+    device: Any = _NO_CHECK  # the device "auto" chose for; a call on another device chooses again
 
 
 _PLANS: dict = {}
@@ -123,14 +129,49 @@ def _make_plan(backend: Backend, geometry: Any, items: Sequence[Optional[_Input]
     return _Plan(backend, geometry, dtype, convert, tensors, has_devices and len(tensors) > 1, place)
 
 
-def _plan(backend: Backend, geometry: Any, items: Sequence[Optional[_Input]], names: Sequence[str], key: Any):
+def _plan(
+    backend: Backend,
+    geometry: Any,
+    items: Sequence[Optional[_Input]],
+    names: Sequence[str],
+    key: Any,
+    algorithm: str = "native",
+):
     """Validate the dtypes and devices of a call once and remember how to run calls like it."""
     plan = _make_plan(backend, geometry, items, names)
+    if algorithm == "auto":
+        device = _device(backend, items)
+        algorithm = _choose(backend, geometry, plan.dtype, device)
+        has_devices = type(backend).device_of is not Backend.device_of
+        plan = plan._replace(device=device if has_devices and algorithm != "native" else _NO_CHECK)
+    plan = plan._replace(algorithm=algorithm)
     if key is not None:
         if len(_PLANS) > 4096:
             _PLANS.clear()
         _PLANS[key] = plan
     return plan
+
+
+def _device(backend: Backend, items: Sequence[Optional[_Input]]) -> Any:
+    """The device a call computes on: its first framework tensor's (NumPy data follows it), else None."""
+    for item in items:
+        if item is not None and item.is_tensor:
+            return backend.device_of(item.value)
+    return None
+
+
+def _choose(backend: Backend, geometry: Any, dtype: str, device: Any) -> str:
+    if isinstance(geometry, ConvGeometry):
+        return algorithms.choose(backend, backend.conv_rules, algorithms.conv_shape(geometry, dtype), device)
+    return algorithms.choose(backend, backend.pool_rules, algorithms.pool_shape(geometry, dtype), device)
+
+
+def _algorithm_for(plan: _Plan, x: Any) -> str:
+    """The plan's algorithm, chosen again when "auto" picked a non-native one for another device."""
+    if plan.device is _NO_CHECK:
+        return plan.algorithm
+    device = plan.backend.device_of(x)
+    return plan.algorithm if device == plan.device else _choose(plan.backend, plan.geometry, plan.dtype, device)
 
 
 def _materialize(plan: _Plan, values: Sequence[Any], names: Sequence[str]) -> list:
@@ -313,13 +354,16 @@ def conv2d(
     padding: Padding = 0,
     dilation: IntOrPair = 1,
     data_format: str = "channels_first",
+    algorithm: str = "auto",
     backend: BackendArg = None,
 ) -> Any:
     """2-D cross-correlation (what deep learning calls convolution), with bias, padding, stride and dilation.
 
     X is (N, C, H, W), (C, H, W) or, with a 2-D kernel, (H, W); K is (Co, C, kh, kw). With
     ``data_format="channels_last"`` X is (N, H, W, C) and K is (kh, kw, C, Co). ``padding`` is an int,
-    a pair, explicit ``((top, bottom), (left, right))``, ``"valid"`` or ``"same"``.
+    a pair, explicit ``((top, bottom), (left, right))``, ``"valid"`` or ``"same"``. ``algorithm`` is
+    ``"auto"`` (the backend's measured rule), ``"native"``, ``"shift"`` or ``"gemm"`` (see
+    :mod:`convlab.algorithms`).
 
     Example:
         >>> import convlab as cl
@@ -333,18 +377,19 @@ def conv2d(
             backend or _owner_name(X),
             type(X), X.shape, X.dtype, type(K), K.shape, K.dtype,
             None if bias is None else (type(bias), bias.shape, bias.dtype),
-            _freeze(stride), _freeze(padding), _freeze(dilation), data_format,
+            _freeze(stride), _freeze(padding), _freeze(dilation), data_format, algorithm,
         )  # fmt: skip
         plan = _PLANS.get(key)
     except (AttributeError, TypeError):  # lists, or unhashable arguments: no plan
         key = plan = None
     if plan is None:
+        algorithms.check_algorithm(algorithm, algorithms.CONV_ALGORITHMS)
         chosen, items = _inputs(backend, X=X, K=K, bias=bias)
         x_in, k_in, b_in = items["X"], items["K"], items["bias"]
         geometry = _geometry(
             x_in.shape, k_in.shape, None if b_in is None else b_in.shape, stride, padding, dilation, data_format
         )
-        plan = _plan(chosen, geometry, (x_in, k_in, b_in), ("X", "K", "bias"), key)
+        plan = _plan(chosen, geometry, (x_in, k_in, b_in), ("X", "K", "bias"), key, algorithm)
     if plan.check_devices or any(plan.place):
         x, k, b = _materialize(plan, (X, K, bias), ("X", "K", "bias"))
     else:  # the common case, inlined
@@ -352,7 +397,7 @@ def conv2d(
         x = backend.asarray(X, dtype) if convert[0] else X
         k = backend.asarray(K, dtype) if convert[1] else K
         b = backend.asarray(bias, dtype) if convert[2] else bias
-    return _run_conv(plan.backend, x, k, b, plan.geometry)
+    return _run_conv(plan.backend, x, k, b, plan.geometry, _algorithm_for(plan, x))
 
 
 def _owner_name(X: Any) -> str:
@@ -366,16 +411,19 @@ def _owner_name(X: Any) -> str:
 
 
 def _conv(backend: Backend, x_in: _Input, k_in: _Input, b_in: Optional[_Input], geometry: ConvGeometry) -> Any:
-    (x, k, b), _ = _prepare(backend, (x_in, k_in, b_in), ("X", "K", "bias"))
-    return _run_conv(backend, x, k, b, geometry)
+    (x, k, b), dtype = _prepare(backend, (x_in, k_in, b_in), ("X", "K", "bias"))
+    return _run_conv(backend, x, k, b, geometry, _choose(backend, geometry, dtype, _device(backend, (x_in, k_in))))
 
 
-def _run_conv(backend: Backend, x: Any, k: Any, b: Any, geometry: ConvGeometry) -> Any:
+def _run_conv(backend: Backend, x: Any, k: Any, b: Any, geometry: ConvGeometry, algorithm: str = "native") -> Any:
     if geometry.x_lifted:
         x = backend.reshape(x, geometry.x4)
     if geometry.k_lifted:
         k = backend.reshape(k, geometry.k4)
-    if b is None:
+    if algorithm != "native":
+        run = backend.conv2d_shift if algorithm == "shift" else backend.conv2d_gemm
+        y = run(x, k, b, geometry.stride, geometry.pads, geometry.dilation, geometry.channels_last)
+    elif b is None:
         y = backend.conv2d(x, k, geometry.stride, geometry.pads, geometry.dilation, geometry.channels_last)
     else:
         y = backend.conv2d_bias(x, k, b, geometry.stride, geometry.pads, geometry.dilation, geometry.channels_last)
@@ -605,12 +653,15 @@ def pool2d(
     count_include_pad: bool = True,
     *,
     data_format: str = "channels_first",
+    algorithm: str = "auto",
     backend: BackendArg = None,
 ) -> Any:
     """Max or average pooling over each channel (section 6.5); X is (H, W), (C, H, W) or (N, C, H, W).
 
     ``stride`` defaults to 1 as in the book's function (the layers default it to the window).
     Max pooling pads with -inf; average pooling counts padded zeros unless ``count_include_pad=False``.
+    ``algorithm`` is ``"auto"`` (the backend's measured rule), ``"native"`` or ``"layout"`` (pool in the
+    other memory layout; see :mod:`convlab.algorithms`).
 
     Example:
         >>> import convlab as cl
@@ -622,14 +673,15 @@ def pool2d(
     try:
         key = (
             backend or _owner_name(X), type(X), X.shape, X.dtype,
-            _freeze(pool_size), mode, _freeze(stride), _freeze(padding), count_include_pad, data_format,
+            _freeze(pool_size), mode, _freeze(stride), _freeze(padding), count_include_pad, data_format, algorithm,
         )  # fmt: skip
         plan = _PLANS.get(key) if type(count_include_pad) is bool else None
     except (AttributeError, TypeError):
         key = plan = None
     if plan is not None:
         (x,) = _materialize(plan, (X,), ("X",))
-        return _run_pool(plan.backend, x, plan.geometry, count_include_pad)
+        return _run_pool(plan.backend, x, plan.geometry, count_include_pad, _algorithm_for(plan, x))
+    algorithms.check_algorithm(algorithm, algorithms.POOL_ALGORITHMS)
     chosen, items = _inputs(backend, X=X)
     x_in = items["X"]
     if not isinstance(count_include_pad, (bool, np.bool_)):
@@ -640,15 +692,18 @@ def pool2d(
         if isinstance(error, ConvlabTypeError):
             raise
         raise ConvlabTypeError(f"pool_size, mode, stride, padding and data_format have wrong types: {error}") from None
-    plan = _plan(chosen, geometry, (x_in,), ("X",), key if type(count_include_pad) is bool else None)
+    plan = _plan(chosen, geometry, (x_in,), ("X",), key if type(count_include_pad) is bool else None, algorithm)
     (x,) = _materialize(plan, (x_in.value,), ("X",))
-    return _run_pool(chosen, x, geometry, bool(count_include_pad))
+    return _run_pool(chosen, x, geometry, bool(count_include_pad), _algorithm_for(plan, x))
 
 
-def _run_pool(backend: Backend, x: Any, geometry: PoolGeometry, count_include_pad: bool) -> Any:
+def _run_pool(
+    backend: Backend, x: Any, geometry: PoolGeometry, count_include_pad: bool, algorithm: str = "native"
+) -> Any:
     if geometry.x_lifted:
         x = backend.reshape(x, geometry.x4)
-    y = backend.pool2d(
+    run = backend.pool2d if algorithm == "native" else backend.pool2d_layout
+    y = run(
         x, geometry.window, geometry.stride, geometry.pads, geometry.mode, count_include_pad, geometry.channels_last
     )
     if geometry.out != geometry.out4:
