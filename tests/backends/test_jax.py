@@ -171,9 +171,9 @@ def test_pool2d_matches_numpy_and_jit_equals_eager(window, stride, padding, mode
     options = dict(stride=stride, padding=padding, count_include_pad=count_include_pad, data_format=data_format)
     expected = cl.pool2d(X, window, mode, backend="numpy", **options)
     eager = cl.pool2d(jnp.asarray(X), window, mode, **options)
-    if mode == "max" or window[0] * window[1] in (1, 2, 4, 8, 16) and count_include_pad:
+    if mode == "max" or (window[0] * window[1] in (1, 2, 4, 8, 16) and count_include_pad):
         assert_same(eager, expected)  # DESIGN.md section 4: exact for max and power-of-two average windows
-    else:  # one division, rounded once either way; XLA may multiply by the reciprocal instead
+    else:  # XLA turns x / constant into x * (1 / constant): within one ULP of NumPy's division
         np.testing.assert_allclose(np.asarray(eager), expected, rtol=2.0**-23, atol=0)
     assert_same(jitted(cl.pool2d, pool_size=window, mode=mode, **options)(jnp.asarray(X)), np.asarray(eager))
 
