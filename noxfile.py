@@ -24,7 +24,7 @@ FRAMEWORKS = {
 SESSION_ENV = {
     "jax": {"JAX_ENABLE_X64": "1"},  # the suite checks float64 too; tests/backends/test_jax.py covers x64 off
     "tensorflow": {"TF_CPP_MIN_LOG_LEVEL": "2"},
-    "mxnet": {"MXNET_SUBGRAPH_VERBOSE": "0"},
+    "mxnet": {"MXNET_SUBGRAPH_VERBOSE": "0", "MXNET_ENFORCE_DETERMINISM": "1"},
 }
 
 nox.options.sessions = [f"tests-{name}" for name in FRAMEWORKS] + ["equivalence", "lint"]

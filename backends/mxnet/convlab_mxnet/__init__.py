@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import functools
+import os
 from typing import Any, Callable, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
@@ -133,6 +134,13 @@ class MxnetBackend(Backend):
     # -- tensors ----------------------------------------------------------------------------------
     def version(self) -> str:
         return str(self._mx.__version__)
+
+    def equivalence_settings(self) -> dict:
+        # MXNet 1.x has no TF32 mode; determinism is an environment switch read at start-up
+        return {
+            "tf32": "not in MXNet 1.x",
+            "MXNET_ENFORCE_DETERMINISM": os.environ.get("MXNET_ENFORCE_DETERMINISM", "0"),
+        }
 
     def is_tensor(self, x: Any) -> bool:
         return isinstance(x, (self._NDArray, self._Symbol))

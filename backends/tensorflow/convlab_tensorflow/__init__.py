@@ -66,6 +66,12 @@ class TensorflowBackend(Backend):
     def version(self) -> str:
         return self.tf.__version__
 
+    def equivalence_settings(self) -> dict:
+        experimental = self.tf.config.experimental
+        experimental.enable_tensor_float_32_execution(False)  # why: TF32 rounds GPU matmul inputs to 10 bits
+        experimental.enable_op_determinism()
+        return {"tensor_float_32": experimental.tensor_float_32_execution_enabled(), "op_determinism": True}
+
     def is_tensor(self, x: Any) -> bool:
         return isinstance(x, self._tensor_types)
 

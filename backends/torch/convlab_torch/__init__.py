@@ -23,6 +23,8 @@ from convlab.backend import Backend, Pads, Pair
 __all__ = ["TorchBackend", "TorchConv2D", "TorchPool2D"]
 
 _INF = float("inf")
+#: output bytes per row block of the in-place shift-and-accumulate: the block stays in the L2 cache
+SHIFT_BLOCK_BYTES = 128 * 1024
 
 
 def _compact(pair: Pair) -> Any:
@@ -58,6 +60,14 @@ class TorchBackend(Backend):
     def version(self) -> str:
         return str(self._torch.__version__)
 
+    def equivalence_settings(self) -> dict:
+        torch = self._torch
+        # why: TF32 matmuls and convolutions (Ampere GPUs) round inputs to 10 bits, far outside the bound
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        return {"allow_tf32": False, "deterministic_algorithms": torch.are_deterministic_algorithms_enabled()}
+
     def is_tensor(self, x: Any) -> bool:
         return isinstance(x, self._torch.Tensor)
 
@@ -67,6 +77,9 @@ class TorchBackend(Backend):
 
     def device_of(self, x: Any) -> Any:
         return x.device
+
+    def is_accelerator(self, device: Any) -> bool:
+        return device.type != "cpu"  # CUDA, MPS, XPU: "auto" keeps cuDNN and friends
 
     def place_like(self, x: Any, like: Any) -> Any:
         return x if x.device == like.device else x.to(like.device)
@@ -147,6 +160,22 @@ class TorchBackend(Backend):
             y = sums / functional.avg_pool2d(functional.pad(ones, flat), window, stride, divisor_override=1)
         return y.permute(0, 2, 3, 1) if channels_last else y
 
+    def conv2d_shift(
+        self, x: Any, k: Any, bias: Any, stride: Pair, pads: Pads, dilation: Pair, channels_last: bool
+    ) -> Any:
+        if self._torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, k, bias)):
+            return super().conv2d_shift(x, k, bias, stride, pads, dilation, channels_last)  # autograd: out of place
+        return _shift_in_place(self._torch, self._functional, x, k, bias, stride, pads, dilation, channels_last)
+
+    def pool2d_layout(self, x, window, stride, pads, mode, count_include_pad, channels_last) -> Any:
+        # why: torch's max pooling kernel for channels_last memory is vectorised over channels, NCHW's is not;
+        # the result keeps channels_last strides (as torch's own ops return it), same values and shape
+        if channels_last:
+            y = self.pool2d(x.permute(0, 3, 1, 2).contiguous(), window, stride, pads, mode, count_include_pad, False)
+            return y.permute(0, 2, 3, 1)
+        x = x.contiguous(memory_format=self._torch.channels_last)
+        return self.pool2d(x, window, stride, pads, mode, count_include_pad, False)
+
     # -- training and layers -------------------------------------------------------------------------
     def value_and_grad(self, fn: Callable[[list], Any]) -> Callable[[list], Tuple[Any, list]]:
         autograd = self._torch.autograd
@@ -163,6 +192,53 @@ class TorchBackend(Backend):
 
     def pool2d_layer(self, config: dict) -> Any:
         return _layer_classes()[1](config, self.name)
+
+
+def _shift_in_place(torch, functional, x, k, bias, stride, pads, dilation, channels_last):
+    """Shift-and-accumulate with in-place ``add_(patch, alpha=weight)`` over blocks of output rows.
+
+    One fused multiply-add per kernel offset and channel pair, each on a block of rows small enough to stay
+    in the L2 cache, so the image is read from memory about once (torch's own conv2d pads a single channel to
+    oneDNN's 16-channel blocks and is ten times slower). Weights are read as Python floats: fine on the CPU,
+    where "auto" chooses this; on a GPU it would synchronise, and "auto" keeps cuDNN there.
+    """
+    if channels_last:
+        x, k = x.permute(0, 3, 1, 2), k.permute(3, 2, 0, 1)
+    (top, bottom), (left, right) = pads
+    if top or bottom or left or right:
+        x = functional.pad(x, (left, right, top, bottom))
+    batch, in_channels, height, width = x.shape
+    out_channels, _, kernel_h, kernel_w = k.shape
+    out_h = (height - dilation[0] * (kernel_h - 1) - 1) // stride[0] + 1
+    out_w = (width - dilation[1] * (kernel_w - 1) - 1) // stride[1] + 1
+    if channels_last:  # write through an NCHW view of NHWC memory, hand back the NHWC tensor
+        out = x.new_empty((batch, out_h, out_w, out_channels))
+        y = out.permute(0, 3, 1, 2)
+    else:
+        out = y = x.new_empty((batch, out_channels, out_h, out_w))
+    weights = k.tolist()
+    biases = None if bias is None else bias.tolist()
+    block = max(1, SHIFT_BLOCK_BYTES // max(1, batch * out_w * y.element_size()))
+    (sh, sw), (dh, dw) = stride, dilation
+    for start in range(0, out_h, block):
+        rows = min(block, out_h - start)
+        for o in range(out_channels):
+            target = y[:, o, start : start + rows]
+            first = True
+            for c in range(in_channels):
+                for i in range(kernel_h):
+                    top_row = start * sh + i * dh
+                    source = x[:, c, top_row : top_row + (rows - 1) * sh + 1 : sh]
+                    for j in range(kernel_w):
+                        patch = source[:, :, j * dw : j * dw + (out_w - 1) * sw + 1 : sw]
+                        if first:
+                            torch.mul(patch, weights[o][c][i][j], out=target)
+                            first = False
+                        else:
+                            target.add_(patch, alpha=weights[o][c][i][j])
+            if biases is not None:
+                target.add_(biases[o])
+    return out
 
 
 @functools.cache
