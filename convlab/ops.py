@@ -178,8 +178,9 @@ def _materialize(plan: _Plan, values: Sequence[Any], names: Sequence[str]) -> li
     """The inputs of one call as the backend's tensors, following the plan."""
     backend = plan.backend
     if plan.check_devices:
-        first = backend.device_of(values[plan.tensors[0]])
-        if any(backend.device_of(values[i]) != first for i in plan.tensors[1:]):
+        devices = {backend.device_of(values[i]) for i in plan.tensors}
+        devices.discard(None)
+        if len(devices) > 1:
             _check_devices(backend, [values[i] for i in plan.tensors], [names[i] for i in plan.tensors])
     dtype = plan.dtype
     out = [backend.asarray(v, dtype) if c else v for v, c in zip(values, plan.convert)]
@@ -192,7 +193,9 @@ def _materialize(plan: _Plan, values: Sequence[Any], names: Sequence[str]) -> li
 def _check_devices(backend: Backend, values: Sequence[Any], names: Sequence[str]) -> None:
     devices = {}
     for name, value in zip(names, values):
-        devices.setdefault(backend.device_of(value), name)
+        device = backend.device_of(value)
+        if device is not None:  # None: this tensor follows the computation wherever it runs
+            devices.setdefault(device, name)
     if len(devices) > 1:
         where = ", ".join(f"{name} on {device}" for device, name in devices.items())
         raise ConvlabValueError(f"inputs are on different devices ({where}); move them to one device first")

@@ -170,10 +170,10 @@ def test_dtype_rules(backend, supports_float64):
 def test_backend_tensors_in_backend_tensors_out(backend):
     X = backend.asarray(np.ones((4, 4), dtype=np.float32), "float32")
     for result in (
-        cl.corr2d(X, np.ones((2, 2))),
+        cl.corr2d(X, np.ones((2, 2), np.float32)),
         cl.conv2d(X, [[1.0]]),
         cl.pool2d(X, 2),
-        cl.corr2d_matmul(X, np.ones((2, 2))),
+        cl.corr2d_matmul(X, np.ones((2, 2), np.float32)),
     ):
         assert backend.is_tensor(result) and type(result) is type(X) or backend.name == "numpy"
 
