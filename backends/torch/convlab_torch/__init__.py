@@ -23,8 +23,9 @@ from convlab.backend import Backend, Pads, Pair
 __all__ = ["TorchBackend", "TorchConv2D", "TorchPool2D"]
 
 _INF = float("inf")
-#: output bytes per row block of the in-place shift-and-accumulate: the block stays in the L2 cache
-SHIFT_BLOCK_BYTES = 128 * 1024
+#: output bytes per row block of the in-place shift-and-accumulate: block and input rows stay in the 2 MB L2
+#: (measured at 2048^2, one thread: 64 KB blocks 24.7 ms, 512 KB 13.6 ms, 2 MB 21.8 ms, whole image 30.8 ms)
+SHIFT_BLOCK_BYTES = 512 * 1024
 
 
 def _compact(pair: Pair) -> Any:
@@ -46,6 +47,19 @@ class TorchBackend(Backend):
     name = "torch"
     framework_modules = ("torch",)
     package = "convlab-torch"
+    # "auto" on the CPU, from benchmarks/algorithms.py (results/algorithms-torch*.json; ratios are native/chosen):
+    # one or two channels: torch pads to oneDNN's 16-channel blocks (3x3, one thread: 2048^2 11x, 512^2 3.5x,
+    # C1->2 512^2 2.4x, C2->2 1.3x; 128^2 and below native wins, 0.4x); C3->8 and up native wins (gemm never does)
+    conv_rules = (
+        (
+            "at most 4 channel pairs, at least 256x256 pixels",
+            lambda s: s.channel_pairs <= 4 and s.pixels >= 65536,
+            "shift",
+        ),
+    )
+    # max and avg pooling of NCHW data: torch's channels_last kernels are vectorised over channels
+    # (N=8, C=64, 56^2, 3x3: max 7x, avg 6x); one channel: the same memory either way; NHWC data already is
+    pool_rules = (("NCHW data, more than one channel", lambda s: s.channels > 1 and not s.channels_last, "layout"),)
 
     def __init__(self) -> None:
         import torch
