@@ -82,7 +82,7 @@ def compare(fw, settings, kind, op, x, k, window, pad, repeats=None, eager=False
 def single_channel(fw, settings) -> list:
     rows = []
     for op in ("conv2d",) + POOL_OPS:
-        for window in WINDOWS:
+        for window in WINDOWS[:1] if settings.quick and op != "conv2d" else WINDOWS:  # --quick: pools 3x3 only
             for size in QUICK_SIZES if settings.quick else SIZES:
                 x, k = _inputs(op, 1, 1, 1, size, window)
                 for row in compare(fw, settings, "single", op, x, k, window, 0, size=size):
@@ -276,10 +276,10 @@ def probe_memory(fw, size: int) -> list:
 
     name = fw.name
     m = MULTI
-    cases = [
-        (size, _inputs("conv2d", 1, 1, 1, size, (3, 3)), 0),
-        ("multi", _inputs("conv2d", m["batch"], m["channels"], m["out_channels"], m["size"], m["window"]), m["pad"]),
-    ]
+    cases = [(size, _inputs("conv2d", 1, 1, 1, size, (3, 3)), 0)]
+    if size == MEMORY_SIZE:  # the full run; --quick measures one small single-channel case
+        multi = _inputs("conv2d", m["batch"], m["channels"], m["out_channels"], m["size"], m["window"])
+        cases.append(("multi", multi, m["pad"]))
     rows = []
     for size, (x, k), pad in cases:
         fns, pairs = fw.ops("conv2d", x, k, (3, 3), pad)
