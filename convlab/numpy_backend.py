@@ -25,6 +25,18 @@ class NumpyBackend(Backend):
     framework_modules = ("numpy",)
     package = "convlab"
     has_autodiff = False
+    # NumPy has no convolution of its own: "native" is this same choice, the table makes it explicit.
+    # From benchmarks/algorithms.py (results/algorithms-numpy*.json, one thread): one channel pair, 3x3,
+    # 512^2 shift 2.4 ms vs gemm 16.9 ms, 2048^2 29.6 vs 279; C16->16 56^2 gemm 6.0 vs shift 50.6 ms;
+    # N=8 C64->64 56^2 gemm 31 ms (60 GFLOP/s on one core) vs shift 616 ms
+    conv_rules = (
+        (
+            f"fewer than {GEMM_MIN_CHANNEL_PAIRS} channel pairs",
+            lambda s: s.channel_pairs < GEMM_MIN_CHANNEL_PAIRS,
+            "shift",
+        ),
+        ("otherwise", lambda s: True, "gemm"),
+    )
 
     def version(self) -> str:
         return np.__version__
