@@ -50,6 +50,11 @@ class TensorflowBackend(Backend):
     name = "tensorflow"
     framework_modules = ("tensorflow", "keras")
     package = "convlab-tensorflow"
+    # "auto" rule tables (benchmarks/algorithms.py, results/algorithms-tensorflow*.json): empty, the native op
+    # wins every measured shape: eager TensorFlow pays tens of us per op, so the generic shift is 6x slower than
+    # tf.nn.conv2d on one 2048^2 channel and gemm 2.5x slower on N=8 C64->64 56^2 (oneDNN, already fast)
+    conv_rules = ()
+    pool_rules = ()
 
     def __init__(self) -> None:
         import tensorflow as tf
