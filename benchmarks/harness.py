@@ -238,4 +238,6 @@ def write_json(path: Path, data: dict) -> None:
 
 
 def read_results(directory: Path = RESULTS) -> List[dict]:
-    return [json.loads(path.read_text()) for path in sorted(directory.glob("*.json"))]
+    """The ``<backend>.json`` files run.py wrote (other JSON files beside them are skipped)."""
+    found = (json.loads(path.read_text()) for path in sorted(directory.glob("*.json")))
+    return [data for data in found if isinstance(data, dict) and "backend" in data and "rows" in data]
