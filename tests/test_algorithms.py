@@ -221,3 +221,24 @@ def test_rule_tables_are_well_formed(backend):
         assert isinstance(description, str) and description
         assert algorithm in algorithms.POOL_ALGORITHMS[1:]
         assert predicate(pool) in (True, False)
+
+
+def test_subclass_replacing_the_native_op_is_not_steered_by_inherited_rules():
+    """A plugin that overrides NumpyBackend.conv2d gets its own op under "auto", not the parent's shift/gemm."""
+    from convlab.numpy_backend import NumpyBackend
+
+    calls = []
+
+    class Counting(NumpyBackend):
+        name = "counting"
+
+        def conv2d(self, x, k, *args):
+            calls.append(1)
+            return super().conv2d(x, k, *args)
+
+    be = Counting()
+    shape = algorithms.ConvShape(1, 1, 1, 512, 512, 3, 3, (1, 1), (1, 1), False, "float32")
+    assert algorithms.choose(NumpyBackend(), NumpyBackend.conv_rules, shape, None) == "shift"
+    assert algorithms.choose(be, be.conv_rules, shape, None) == "native"
+    cl.conv2d(np.ones((1, 1, 8, 8)), np.ones((1, 1, 3, 3)), backend=be)
+    assert calls
