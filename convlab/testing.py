@@ -28,7 +28,7 @@ import math
 import platform
 import zipfile
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -473,7 +473,21 @@ def _build_cases() -> List[Case]:
                 lr=3e-2,
             )
         )
-    return cases
+    return cases + _with_each_algorithm(cases)
+
+
+def _with_each_algorithm(cases: List[Case]) -> List[Case]:
+    """Every conv2d and pool2d case again with each non-native ``algorithm=`` forced (see convlab.algorithms)."""
+    from convlab import algorithms
+
+    choices = {"conv2d": algorithms.CONV_ALGORITHMS, "pool2d": algorithms.POOL_ALGORITHMS}
+    return [
+        replace(case, id=f"{case.id}/{algorithm}", kwargs=tuple(sorted(case.kwargs + (("algorithm", algorithm),))))
+        for case in cases
+        if case.op in choices
+        for algorithm in choices[case.op]
+        if algorithm not in ("auto", "native")
+    ]
 
 
 CASES: List[Case] = _build_cases()
