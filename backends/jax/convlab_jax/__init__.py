@@ -20,6 +20,7 @@ from typing import Any, Callable, Optional, Sequence, Tuple
 
 import numpy as np
 
+from convlab import algorithms
 from convlab.backend import Backend, Pads, Pair
 from convlab.errors import ConvlabTypeError
 from convlab.ops import conv2d, pool2d
@@ -48,12 +49,18 @@ class JaxBackend(Backend):
     name = "jax"
     framework_modules = ("jax", "jaxlib")  # arrays are jaxlib ArrayImpl, tracers live in jax
     package = "convlab-jax"
+    #: "auto" rules, from benchmarks/algorithms.py (benchmarks/ALGORITHMS.md): XLA's CPU convolution is slow for
+    #: few channels (one 2048^2 channel, 3x3: 364 ms) where the fused shift-and-accumulate takes 9.6 ms;
+    #: at C16->16 and for the multi-channel case the native op wins.
+    conv_rules = (("at most 24 channel pairs", lambda s: s.channel_pairs <= 24, "shift"),)
 
     def __init__(self) -> None:
         import jax  # here, not at module import: registering the backend must not load JAX
 
         self._jax = jax
         self._ops = _jitted_ops()
+        # why: eagerly, the generic formulation is some twenty dispatches; jitted whole, XLA fuses it into one loop
+        self._shift = jax.jit(functools.partial(algorithms.conv2d_shift, self), static_argnums=(3, 4, 5, 6))
         _register_pytrees()
 
     # -- tensors ------------------------------------------------------------------------------
@@ -130,6 +137,11 @@ class JaxBackend(Backend):
         self, x: Any, k: Any, bias: Any, stride: Pair, pads: Pads, dilation: Pair, channels_last: bool
     ) -> Any:
         return self._ops.conv2d_bias(x, k, bias, stride, pads, dilation, channels_last)  # one call, the add fused
+
+    def conv2d_shift(
+        self, x: Any, k: Any, bias: Any, stride: Pair, pads: Pads, dilation: Pair, channels_last: bool
+    ) -> Any:
+        return self._shift(x, k, bias, stride, pads, dilation, channels_last)
 
     def pool2d(
         self,
