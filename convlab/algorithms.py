@@ -16,8 +16,10 @@ with partial sums below 2**24 give bit-identical results, and float inputs stay 
 section 4 bound of DESIGN.md (a sum of n products in any order). No FFT formulation is offered: its
 error is not bounded by the section 4 rule and no benchmark shape (3x3 kernels) would choose it.
 
-Pooling has ``"native"`` and ``"layout"`` (pool in the other memory layout, channels-last for NCHW
-input, where a framework's channels-last kernel is much faster) and ``"auto"``.
+Pooling has ``"native"``, ``"shift"`` (an elementwise maximum or sum of one shifted view per window
+offset: exact for max pooling, the same sum for average pooling), ``"layout"`` (pool in the other memory
+layout, channels-last for NCHW input, where a framework's channels-last kernel is much faster) and
+``"auto"``.
 
 An adapter overrides :meth:`Backend.conv2d_shift` / :meth:`Backend.conv2d_gemm` /
 :meth:`Backend.pool2d_layout` only where its framework has a faster spelling.
@@ -30,7 +32,7 @@ from typing import Any, NamedTuple, Optional, Tuple
 from convlab.errors import ConvlabValueError
 
 CONV_ALGORITHMS = ("auto", "native", "shift", "gemm")
-POOL_ALGORITHMS = ("auto", "native", "layout")
+POOL_ALGORITHMS = ("auto", "native", "shift", "layout")
 
 Pair = Tuple[int, int]
 Pads = Tuple[Pair, Pair]
@@ -207,3 +209,41 @@ def pool2d_layout(
         return be.transpose(y, (0, 2, 3, 1))
     y = be.pool2d(be.transpose(x, (0, 2, 3, 1)), window, stride, pads, mode, count_include_pad, True)
     return be.transpose(y, (0, 3, 1, 2))
+
+
+def pool2d_shift(
+    be: Any, x: Any, window: Pair, stride: Pair, pads: Pads, mode: str, count_include_pad: bool, channels_last: bool
+) -> Any:
+    """Max or sum over the window offsets of shifted strided views (``be.maximum`` / ``+``), then the divisor."""
+    if channels_last:
+        x = be.transpose(x, (0, 3, 1, 2))
+    (top, bottom), (left, right) = pads
+    x = be.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)), float("-inf") if mode == "max" else 0.0)
+    out_h = (x.shape[2] - window[0]) // stride[0] + 1
+    out_w = (x.shape[3] - window[1]) // stride[1] + 1
+    y = None
+    for i in range(window[0]):
+        rows = _taps(i, out_h, stride[0])
+        for j in range(window[1]):
+            patch = x[:, :, rows, _taps(j, out_w, stride[1])]
+            y = patch if y is None else be.maximum(y, patch) if mode == "max" else y + patch
+    if mode == "avg":
+        if count_include_pad or top + bottom + left + right == 0:
+            y = y / float(window[0] * window[1])
+        else:
+            y = y / be.place_like(be.asarray(_real_counts(x.shape[2:], pads, window, stride), be.dtype_name(x)), x)
+    return be.transpose(y, (0, 2, 3, 1)) if channels_last else y
+
+
+def _real_counts(padded: Tuple[int, int], pads: Pads, window: Pair, stride: Pair) -> Any:
+    """The number of real (not padded) pixels under each window, shape (1, 1, Ho, Wo)."""
+    import numpy as np
+
+    (top, bottom), (left, right) = pads
+    ones = np.zeros(padded)
+    ones[top : padded[0] - bottom, left : padded[1] - right] = 1.0
+    out_h, out_w = (padded[0] - window[0]) // stride[0] + 1, (padded[1] - window[1]) // stride[1] + 1
+    counts = sum(
+        ones[_taps(i, out_h, stride[0]), _taps(j, out_w, stride[1])] for i in range(window[0]) for j in range(window[1])
+    )
+    return counts.reshape(1, 1, out_h, out_w)

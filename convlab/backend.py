@@ -96,6 +96,10 @@ class Backend:
     def matmul(self, a: Any, b: Any) -> Any:
         return a @ b
 
+    def maximum(self, a: Any, b: Any) -> Any:
+        """Elementwise maximum (pool2d's "shift"); by default from the array-API namespace of ``a``."""
+        return a.__array_namespace__().maximum(a, b)
+
     # -- compute primitives -----------------------------------------------------------------
     def conv2d(self, x: Any, k: Any, stride: Pair, pads: Pads, dilation: Pair, channels_last: bool) -> Any:
         """Cross-correlation of a 4-D input with a 4-D kernel, without bias.
@@ -136,6 +140,10 @@ class Backend:
     ) -> Any:
         """One matrix product per kernel offset, accumulated; ``bias`` may be None."""
         return algorithms.conv2d_gemm(self, x, k, bias, stride, pads, dilation, channels_last)
+
+    def pool2d_shift(self, x, window, stride, pads, mode, count_include_pad, channels_last) -> Any:
+        """:meth:`pool2d` as a maximum or sum of shifted views."""
+        return algorithms.pool2d_shift(self, x, window, stride, pads, mode, count_include_pad, channels_last)
 
     def pool2d_layout(self, x, window, stride, pads, mode, count_include_pad, channels_last) -> Any:
         """:meth:`pool2d` computed in the other memory layout."""

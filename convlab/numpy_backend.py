@@ -61,6 +61,9 @@ class NumpyBackend(Backend):
             return x
         return np.pad(x, tuple(pads), constant_values=value)
 
+    def maximum(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.maximum(a, b)
+
     def sum(self, x: np.ndarray, axes: Sequence[int]) -> np.ndarray:
         return x.sum(axis=tuple(axes))
 

@@ -663,8 +663,8 @@ def pool2d(
 
     ``stride`` defaults to 1 as in the book's function (the layers default it to the window).
     Max pooling pads with -inf; average pooling counts padded zeros unless ``count_include_pad=False``.
-    ``algorithm`` is ``"auto"`` (the backend's measured rule), ``"native"`` or ``"layout"`` (pool in the
-    other memory layout; see :mod:`convlab.algorithms`).
+    ``algorithm`` is ``"auto"`` (the backend's measured rule), ``"native"``, ``"shift"`` (shifted views) or
+    ``"layout"`` (pool in the other memory layout; see :mod:`convlab.algorithms`).
 
     Example:
         >>> import convlab as cl
@@ -705,7 +705,7 @@ def _run_pool(
 ) -> Any:
     if geometry.x_lifted:
         x = backend.reshape(x, geometry.x4)
-    run = backend.pool2d if algorithm == "native" else backend.pool2d_layout
+    run = {"native": backend.pool2d, "shift": backend.pool2d_shift}.get(algorithm) or backend.pool2d_layout
     y = run(
         x, geometry.window, geometry.stride, geometry.pads, geometry.mode, count_include_pad, geometry.channels_last
     )

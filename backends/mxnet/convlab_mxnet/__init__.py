@@ -202,6 +202,9 @@ class MxnetBackend(Backend):
         padded = self.pad(x.reshape(tuple(merged_shape)), tuple(merged_width), value)
         return padded.reshape(tuple(n + before + after for n, (before, after) in zip(shape, width)))
 
+    def maximum(self, a: Any, b: Any) -> Any:
+        return self._mx.np.maximum(a, b)
+
     def sum(self, x: Any, axes: Sequence[int]) -> Any:
         return x.sum(axis=tuple(axes))
 

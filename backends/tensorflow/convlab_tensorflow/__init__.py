@@ -111,6 +111,9 @@ class TensorflowBackend(Backend):
             return x
         return self.tf.pad(x, pads, constant_values=value)
 
+    def maximum(self, a: Any, b: Any) -> Any:
+        return self.tf.maximum(a, b)
+
     def sum(self, x: Any, axes: Sequence[int]) -> Any:
         return self.tf.reduce_sum(x, axis=axes)
 
