@@ -178,16 +178,24 @@ def _materialize(plan: _Plan, values: Sequence[Any], names: Sequence[str]) -> li
     """The inputs of one call as the backend's tensors, following the plan."""
     backend = plan.backend
     if plan.check_devices:
-        devices = {backend.device_of(values[i]) for i in plan.tensors}
-        devices.discard(None)
-        if len(devices) > 1:
-            _check_devices(backend, [values[i] for i in plan.tensors], [names[i] for i in plan.tensors])
+        _same_device(plan, values, names)
     dtype = plan.dtype
     out = [backend.asarray(v, dtype) if c else v for v, c in zip(values, plan.convert)]
     if any(plan.place):  # NumPy data joins the framework tensors on their device
         like = values[plan.tensors[0]]
         out = [backend.place_like(v, like) if p else v for v, p in zip(out, plan.place)]
     return out
+
+
+def _same_device(plan: _Plan, values: Sequence[Any], names: Sequence[str]) -> None:
+    """Per call: the plan's tensors are on one device (a loop, not a set: this runs on every call)."""
+    device_of = plan.backend.device_of
+    tensors = plan.tensors
+    first = device_of(values[tensors[0]])
+    for i in tensors[1:]:
+        device = device_of(values[i])
+        if device != first and device is not None and first is not None:
+            _check_devices(plan.backend, [values[i] for i in tensors], [names[i] for i in tensors])
 
 
 def _check_devices(backend: Backend, values: Sequence[Any], names: Sequence[str]) -> None:
@@ -393,9 +401,11 @@ def conv2d(
             x_in.shape, k_in.shape, None if b_in is None else b_in.shape, stride, padding, dilation, data_format
         )
         plan = _plan(chosen, geometry, (x_in, k_in, b_in), ("X", "K", "bias"), key, algorithm)
-    if plan.check_devices or any(plan.place):
+    if True in plan.place:  # NumPy data to move next to the tensors
         x, k, b = _materialize(plan, (X, K, bias), ("X", "K", "bias"))
     else:  # the common case, inlined
+        if plan.check_devices:
+            _same_device(plan, (X, K, bias), ("X", "K", "bias"))
         backend, dtype, convert = plan.backend, plan.dtype, plan.convert
         x = backend.asarray(X, dtype) if convert[0] else X
         k = backend.asarray(K, dtype) if convert[1] else K
