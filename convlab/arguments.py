@@ -8,7 +8,6 @@ combinations come back call after call.
 from __future__ import annotations
 
 import functools
-import math
 from typing import Any, Sequence, Tuple, Union
 
 from convlab.errors import ConvlabTypeError, ConvlabValueError
@@ -159,8 +158,3 @@ def output_hw(spatial: Pair, pads: Pads, window: Pair, stride: Pair, dilation: P
         output_size(spatial[0], pads[0], window[0], stride[0], dilation[0]),
         output_size(spatial[1], pads[1], window[1], stride[1], dilation[1]),
     )
-
-
-def flops(out_shape: Sequence[int], in_channels: int, window: Pair) -> int:
-    """Multiply-adds counted as two flops, the usual GFLOP/s convention."""
-    return 2 * math.prod(out_shape) * in_channels * window[0] * window[1]

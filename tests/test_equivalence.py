@@ -31,10 +31,8 @@ class OffByOnePad(NumpyBackend):
 
     def conv2d(self, x, k, stride, pads, dilation, channels_last):
         (top, bottom), cols = pads
-        y = super().conv2d(
-            x, k, stride, ((top + 1, max(bottom - 1, 0)) if top + bottom else (0, 0), cols), dilation, channels_last
-        )
-        return y if y.shape[2 - channels_last] else y  # the shape may even still fit
+        shifted = ((top + 1, max(bottom - 1, 0)) if top + bottom else (0, 0), cols)
+        return super().conv2d(x, k, stride, shifted, dilation, channels_last)
 
 
 class FlippedKernel(NumpyBackend):
@@ -59,15 +57,10 @@ class SloppyAverage(NumpyBackend):
 @pytest.mark.parametrize("broken", [OffByOnePad, FlippedKernel, SloppyAverage])
 def test_deliberately_wrong_backends_are_caught(broken):
     cl.register_backend(broken.name, broken)
-    report = testing.compare([testing.run_cases("numpy"), _run_tolerating_errors(broken.name)])
+    report = testing.compare([testing.run_cases("numpy"), testing.run_cases(broken.name)])
     assert any(problem.startswith(broken.name) for problem in report["problems"])
     assert any(problem.startswith(f"numpy vs {broken.name}") for problem in report["problems"])
     assert "VIOLATION" in {cell for row in report["table"].values() for cell in row.values()}
-
-
-def _run_tolerating_errors(name):
-    """Run the cases; a broken backend may also produce wrong shapes, which are violations too."""
-    return testing.run_cases(name)
 
 
 def test_off_by_one_ulp_in_the_exact_tier_is_caught():
