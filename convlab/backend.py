@@ -128,6 +128,33 @@ class Backend:
         """Max (padding with -inf) or average pooling of a 4-D input."""
         raise NotImplementedError
 
+    # -- repeated calls: the native op with its geometry fixed -------------------------------
+    def conv2d_bound(
+        self, kernel_shape: Tuple[int, ...], stride: Pair, pads: Pads, dilation: Pair, channels_last: bool
+    ) -> Callable[..., Any]:
+        """``run(x, k, bias)``: :meth:`conv2d_bias` (:meth:`conv2d` when bias is None) for one geometry.
+
+        The core asks once per call signature and runs it on every later call with 4-D tensors that need no
+        conversion; override it to bind the framework's op directly where the microseconds per call count.
+        """
+
+        def run(x: Any, k: Any, bias: Any) -> Any:
+            if bias is None:
+                return self.conv2d(x, k, stride, pads, dilation, channels_last)
+            return self.conv2d_bias(x, k, bias, stride, pads, dilation, channels_last)
+
+        return run
+
+    def pool2d_bound(
+        self, window: Pair, stride: Pair, pads: Pads, mode: str, count_include_pad: bool, channels_last: bool
+    ) -> Callable[[Any], Any]:
+        """``run(x)``: :meth:`pool2d` for one geometry (see :meth:`conv2d_bound`)."""
+
+        def run(x: Any) -> Any:
+            return self.pool2d(x, window, stride, pads, mode, count_include_pad, channels_last)
+
+        return run
+
     # -- alternative formulations (``algorithm=``); generic versions in convlab.algorithms --------
     def conv2d_shift(
         self, x: Any, k: Any, bias: Any, stride: Pair, pads: Pads, dilation: Pair, channels_last: bool

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import warnings
-from typing import Any, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -107,6 +107,7 @@ class _Plan(NamedTuple):
     place: Tuple[bool, ...]  # converted NumPy data to move to the tensors' device
     algorithm: str = "native"  # the formulation to run (see convlab.algorithms), "auto" already resolved
     device: Any = _NO_CHECK  # the device "auto" chose for; a call on another device chooses again
+    direct: Optional[Callable[..., Any]] = None  # the native op bound to the geometry, for tensors as they come
 
 
 _PLANS: dict = {}
@@ -136,8 +137,13 @@ def _plan(
     names: Sequence[str],
     key: Any,
     algorithm: str = "native",
+    bind: Optional[Callable[[], Callable[..., Any]]] = None,
 ):
-    """Validate the dtypes and devices of a call once and remember how to run calls like it."""
+    """Validate the dtypes and devices of a call once and remember how to run calls like it.
+
+    ``bind`` makes the backend's native op for this geometry (no lifting to 4-D); the plan keeps it when the
+    call runs that op on its inputs as they are, so later calls skip everything but the device check.
+    """
     plan = _make_plan(backend, geometry, items, names)
     if algorithm == "auto":
         device = _device(backend, items)
@@ -145,6 +151,8 @@ def _plan(
         has_devices = type(backend).device_of is not Backend.device_of
         plan = plan._replace(device=device if has_devices and algorithm != "native" else _NO_CHECK)
     plan = plan._replace(algorithm=algorithm)
+    if bind is not None and algorithm == "native" and not any(plan.convert) and not any(plan.place):
+        plan = plan._replace(direct=bind())
     if key is not None:
         if len(_PLANS) > 4096:
             _PLANS.clear()
@@ -385,10 +393,13 @@ def conv2d(
     """
     try:  # a call like an earlier one reuses its plan: validation ran then, on the same types and shapes
         key = (
-            backend or _owner_name(X),
+            backend or _by_type.get(type(X)) or default_backend_name(),  # a tensor's type names its backend
             type(X), X.shape, X.dtype, type(K), K.shape, K.dtype,
             None if bias is None else (type(bias), bias.shape, bias.dtype),
-            _freeze(stride), _freeze(padding), _freeze(dilation), data_format, algorithm,
+            stride if type(stride) is int else _freeze(stride),  # ints, the common case, are keys as they are
+            padding if type(padding) is int else _freeze(padding),
+            dilation if type(dilation) is int else _freeze(dilation),
+            data_format, algorithm,
         )  # fmt: skip
         plan = _PLANS.get(key)
     except (AttributeError, TypeError):  # lists, or unhashable arguments: no plan
@@ -400,7 +411,18 @@ def conv2d(
         geometry = _geometry(
             x_in.shape, k_in.shape, None if b_in is None else b_in.shape, stride, padding, dilation, data_format
         )
-        plan = _plan(chosen, geometry, (x_in, k_in, b_in), ("X", "K", "bias"), key, algorithm)
+        g = geometry
+        bind = None
+        if not (g.x_lifted or g.k_lifted or g.out != g.out4):
+            bind = functools.partial(chosen.conv2d_bound, g.k4, g.stride, g.pads, g.dilation, g.channels_last)
+        plan = _plan(chosen, geometry, (x_in, k_in, b_in), ("X", "K", "bias"), key, algorithm, bind)
+    if plan.direct is not None:  # the backend's own 4-D tensors: its op, geometry bound, after the device check
+        if plan.check_devices:
+            device_of = plan.backend.device_of
+            device = device_of(X)
+            if device_of(K) != device or (bias is not None and device_of(bias) != device):
+                _check_devices(plan.backend, (X, K, bias)[: len(plan.tensors)], ("X", "K", "bias"))
+        return plan.direct(X, K, bias)
     if True in plan.place:  # NumPy data to move next to the tensors
         x, k, b = _materialize(plan, (X, K, bias), ("X", "K", "bias"))
     else:  # the common case, inlined
@@ -411,16 +433,6 @@ def conv2d(
         k = backend.asarray(K, dtype) if convert[1] else K
         b = backend.asarray(bias, dtype) if convert[2] else bias
     return _run_conv(plan.backend, x, k, b, plan.geometry, _algorithm_for(plan, x))
-
-
-def _owner_name(X: Any) -> str:
-    """The backend a call without ``backend=`` runs on when X's type decides it, else the default's name.
-
-    A framework tensor picks its own backend, so such calls skip reading the default (a contextvar and
-    the environment: slow, and not traceable by torch.compile).
-    """
-    owner = _by_type.get(type(X))
-    return owner.name if owner is not None else default_backend_name()
 
 
 def _conv(backend: Backend, x_in: _Input, k_in: _Input, b_in: Optional[_Input], geometry: ConvGeometry) -> Any:
@@ -685,13 +697,15 @@ def pool2d(
     """
     try:
         key = (
-            backend or _owner_name(X), type(X), X.shape, X.dtype,
+            backend or _by_type.get(type(X)) or default_backend_name(), type(X), X.shape, X.dtype,
             _freeze(pool_size), mode, _freeze(stride), _freeze(padding), count_include_pad, data_format, algorithm,
         )  # fmt: skip
         plan = _PLANS.get(key) if type(count_include_pad) is bool else None
     except (AttributeError, TypeError):
         key = plan = None
     if plan is not None:
+        if plan.direct is not None:  # the backend's own 4-D tensor: its op with the geometry bound
+            return plan.direct(X)
         (x,) = _materialize(plan, (X,), ("X",))
         return _run_pool(plan.backend, x, plan.geometry, count_include_pad, _algorithm_for(plan, x))
     algorithms.check_algorithm(algorithm, algorithms.POOL_ALGORITHMS)
@@ -705,7 +719,11 @@ def pool2d(
         if isinstance(error, ConvlabTypeError):
             raise
         raise ConvlabTypeError(f"pool_size, mode, stride, padding and data_format have wrong types: {error}") from None
-    plan = _plan(chosen, geometry, (x_in,), ("X",), key if type(count_include_pad) is bool else None, algorithm)
+    g, bind = geometry, None
+    if not (g.x_lifted or g.out != g.out4):
+        options = (g.window, g.stride, g.pads, g.mode, bool(count_include_pad), g.channels_last)
+        bind = functools.partial(chosen.pool2d_bound, *options)
+    plan = _plan(chosen, geometry, (x_in,), ("X",), key if type(count_include_pad) is bool else None, algorithm, bind)
     (x,) = _materialize(plan, (x_in.value,), ("X",))
     return _run_pool(chosen, x, geometry, bool(count_include_pad), _algorithm_for(plan, x))
 

@@ -270,3 +270,32 @@ def test_property_pool2d_matches_oracle(backend, case, mode):
     y = cl.pool2d(backend.asarray(X, "float32"), window, mode, case["stride"], pads)
     expected = reference.pool2d(X, window, case["stride"], pads, mode, True)
     np.testing.assert_allclose(backend.to_numpy(y), expected, rtol=2 * 2.0**-24 * window[0] * window[1], atol=0)
+
+
+@pytest.mark.parametrize("pads", [((0, 0), (0, 0)), ((1, 1), (1, 1)), ((1, 1), (0, 0)), ((0, 1), (1, 0))])
+@pytest.mark.parametrize("stride, dilation", [((1, 1), (1, 1)), ((2, 1), (1, 2))])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_bound_conv2d_equals_the_primitive(backend, pads, stride, dilation, with_bias):
+    """What repeated calls run (Backend.conv2d_bound, which adapters bind to their op) is conv2d_bias, bit for bit."""
+    X, K = integer_inputs((2, 3, 7, 8), (4, 3, 3, 2), seed=5)
+    x, k = backend.asarray(X, "float32"), backend.asarray(K, "float32")
+    bias = backend.asarray(np.array([1, -2, 0, 3], np.float32), "float32") if with_bias else None
+    bound = backend.conv2d_bound(K.shape, stride, pads, dilation, False)(x, k, bias)
+    if with_bias:
+        direct = backend.conv2d_bias(x, k, bias, stride, pads, dilation, False)
+    else:
+        direct = backend.conv2d(x, k, stride, pads, dilation, False)
+    np.testing.assert_array_equal(backend.to_numpy(bound), backend.to_numpy(direct))
+    bias_values = np.array([1, -2, 0, 3], np.float32) if with_bias else None
+    expected = reference.conv2d(X, K, bias_values, stride, pads, dilation)
+    np.testing.assert_array_equal(backend.to_numpy(bound), expected)
+
+
+@pytest.mark.parametrize("mode, count_include_pad", [("max", True), ("avg", True), ("avg", False)])
+@pytest.mark.parametrize("pads", [((0, 0), (0, 0)), ((1, 1), (1, 1)), ((0, 1), (1, 0))])
+def test_bound_pool2d_equals_the_primitive(backend, mode, count_include_pad, pads):
+    X, _ = integer_inputs((2, 3, 7, 8), (1, 1, 1, 1), seed=6)
+    x = backend.asarray(X, "float32")
+    arguments = ((3, 2), (2, 1), pads, mode, count_include_pad, False)
+    bound = backend.pool2d_bound(*arguments)(x)
+    np.testing.assert_array_equal(backend.to_numpy(bound), backend.to_numpy(backend.pool2d(x, *arguments)))

@@ -272,9 +272,33 @@ def test_one_channel_is_reshaped_not_transposed():
         assert "Reshape" in ops and "Transpose" not in ops
 
 
-def test_several_channels_first_are_transposed():
-    X, K = integers((2, 3, 7, 7)), integers((4, 3, 3, 3))
+def _graph(fn, *args):
+    return tf.function(fn).get_concrete_function(*args).graph
+
+
+def test_several_channels_first_float64_are_transposed():
+    X, K = tf.cast(integers((2, 3, 7, 7)), tf.float64), tf.cast(integers((4, 3, 3, 3)), tf.float64)
     assert "Transpose" in _op_types(lambda X, K: cl.conv2d(X, K), X, K)
+
+
+def test_channels_first_float32_convolution_runs_nchw_without_moving_the_input():
+    """oneDNN's NCHW kernels take the input as it is: only the (small) kernel is transposed, to HWIO."""
+    if not BACKEND._has_nchw_kernels(tf.float32):
+        pytest.skip("this TensorFlow build has no NCHW Conv2D kernels (oneDNN off): channels-first transposes")
+    X, K, bias = integers((2, 3, 7, 7)), integers((4, 3, 3, 3)), integers((4,))
+    graph = _graph(lambda X, K: cl.conv2d(X, K, bias, stride=2, padding=((1, 0), (0, 2)), dilation=(1, 2)), X, K)
+    (conv,) = [op for op in graph.get_operations() if op.type == "Conv2D"]
+    assert conv.get_attr("data_format") == b"NCHW"
+    moved = [op.inputs[0].shape.as_list() for op in graph.get_operations() if op.type == "Transpose"]
+    assert moved == [[4, 3, 3, 3]]
+    with tf.GradientTape() as tape:  # the gradients run NCHW too (VALID padding: the pads are an op before)
+        tape.watch([X, K])
+        y = cl.conv2d(X, K, bias, stride=2, padding=((1, 0), (0, 2)), dilation=(1, 2))
+        loss = tf.reduce_sum(y * y)
+    dX, dK = tape.gradient(loss, [X, K])
+    dX_last, dK_last = cl.conv2d_vjp(X, K, 2 * y, stride=2, padding=((1, 0), (0, 2)), dilation=(1, 2))[:2]
+    np.testing.assert_allclose(dX.numpy(), dX_last.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(dK.numpy(), dK_last.numpy(), rtol=1e-6)
 
 
 def test_ops_run_on_the_device_tensorflow_places_them_on():

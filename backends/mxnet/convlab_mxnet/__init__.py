@@ -80,6 +80,12 @@ def _convolution(ops: _Ops, x, k, bias, window: Pair, out_channels: int, stride,
     return y.transpose((0, 2, 3, 1)) if channels_last else y
 
 
+def _non_default(**options: Any) -> dict:
+    """The operator keywords whose values differ from MXNet's defaults (stride and dilation 1, no padding)."""
+    defaults = {"stride": (1, 1), "dilate": (1, 1), "pad": (0, 0)}
+    return {name: value for name, value in options.items() if defaults.get(name) != value}
+
+
 def _pooling(ops: _Ops, x, window: Pair, stride: Pair, pads: Pads, mode: str, count_include_pad: bool, channels_last):
     """Max (padding with -inf) or average pooling of NCHW (or NHWC) arrays or symbols."""
     if channels_last:  # why: MXNet 1.x pools layout="NHWC" on GPU only
@@ -217,6 +223,29 @@ class MxnetBackend(Backend):
         shape = k.shape
         window, out_channels = (shape[:2], shape[3]) if channels_last else (shape[2:], shape[0])
         return _convolution(self._ops, x, k, bias, window, out_channels, stride, pads, dilation, channels_last)
+
+    def conv2d_bound(self, kernel_shape, stride, pads, dilation, channels_last) -> Callable[..., Any]:
+        (top, bottom), (left, right) = pads
+        if channels_last or top != bottom or left != right:
+            return super().conv2d_bound(kernel_shape, stride, pads, dilation, channels_last)
+        # why: every .shape read of an MXNet array is a C call of about 3 µs, and MXNet turns every keyword into
+        # a string on every call: the kernel's shape is bound here once, and default options are left out
+        options = _non_default(kernel=kernel_shape[2:], stride=stride, dilate=dilation, pad=(top, left))
+        convolution, out_channels = self._ops.npx.convolution, kernel_shape[0]
+
+        def run(x: Any, k: Any, bias: Any) -> Any:
+            return convolution(x, k, bias, num_filter=out_channels, no_bias=bias is None, **options)
+
+        return run
+
+    def pool2d_bound(self, window, stride, pads, mode, count_include_pad, channels_last) -> Callable[[Any], Any]:
+        (top, bottom), (left, right) = pads
+        if channels_last or not (top == bottom and left == right and top < window[0] and left < window[1]):
+            return super().pool2d_bound(window, stride, pads, mode, count_include_pad, channels_last)
+        options = _non_default(kernel=window, stride=stride, pad=(top, left), pool_type=mode)
+        if mode == "avg":
+            options["count_include_pad"] = count_include_pad
+        return functools.partial(self._ops.npx.pooling, **options)
 
     def pool2d(
         self,

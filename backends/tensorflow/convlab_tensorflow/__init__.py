@@ -1,9 +1,10 @@
 """convlab's TensorFlow backend: each primitive is one or two TensorFlow ops, computed in NHWC.
 
-TensorFlow's CPU convolution and pooling kernels are NHWC (oneDNN runs an NCHW forward convolution, but
-the gradient kernels refuse NCHW on CPU), so ``data_format="channels_last"`` runs with no layout change and
-channels-first inputs move their axes with a free reshape when the moving axes have size 1, a transpose
-otherwise. TensorFlow is imported when the backend is first used, never when this module is imported.
+TensorFlow's own CPU kernels are NHWC, so ``data_format="channels_last"`` runs with no layout change. A
+channels-first float32 convolution runs oneDNN's NCHW kernels on the input as it is (they differentiate NCHW
+too, but only with VALID padding, so pads come first as an op); other channels-first inputs (float64, pooling,
+a TensorFlow without oneDNN) move their axes with a free reshape when the moving axes have size 1, a
+transpose otherwise. TensorFlow is imported when the backend is first used, never when this module is imported.
 
 The other TensorFlow quirks handled here, each commented where it happens: CPU gradient kernels refuse
 dilations > 1 (dilated kernels are spelled out), XLA refuses explicit pooling padding and AvgPool has none
@@ -65,6 +66,7 @@ class TensorflowBackend(Backend):
         # tf.Tensor (eager and symbolic), tf.Variable and Keras 3 variables all derive from this type.
         self._tensor_types = tf.__internal__.types.Tensor
         self._dtypes = {"float32": tf.float32, "float64": tf.float64}
+        self._nchw: Optional[bool] = None  # whether Conv2D runs NCHW on this build: see _has_nchw_kernels
         _register_with_autograph("convlab", __name__)
 
     # -- tensors ------------------------------------------------------------------------------------
@@ -98,10 +100,18 @@ class TensorflowBackend(Backend):
 
     # -- array plumbing -----------------------------------------------------------------------------
     def reshape(self, x: Any, shape: Sequence[int]) -> Any:
-        return self.ops.Reshape(tensor=x, shape=shape)
+        return self.ops.Reshape(tensor=x, shape=self._integers(shape))
 
     def transpose(self, x: Any, axes: Sequence[int]) -> Any:
-        return self.ops.Transpose(x=x, perm=axes)
+        return self.ops.Transpose(x=x, perm=self._integers(axes))
+
+    def _integers(self, values: Sequence[Any]) -> Any:
+        """A shape, permutation or paddings argument, as an eager int32 constant made once when running eagerly.
+
+        Why: a Python list argument sends an eager op down TensorFlow's slow fallback path, which converts it on
+        every call (about 50 µs more than the op itself). Traced code keeps the list: a constant in the graph.
+        """
+        return _int32_constant(tuple(values)) if self.tf.executing_eagerly() else values
 
     def flip(self, x: Any, axes: Sequence[int]) -> Any:
         return self.tf.reverse(x, axes)
@@ -109,7 +119,7 @@ class TensorflowBackend(Backend):
     def pad(self, x: Any, pads: Sequence[Pair], value: float = 0.0) -> Any:
         if not any(any(p) for p in pads):
             return x
-        return self.tf.pad(x, pads, constant_values=value)
+        return self.tf.pad(x, self._integers(pads), constant_values=value)
 
     def maximum(self, a: Any, b: Any) -> Any:
         return self.tf.maximum(a, b)
@@ -127,6 +137,8 @@ class TensorflowBackend(Backend):
     def conv2d_bias(
         self, x: Any, k: Any, bias: Any, stride: Pair, pads: Pads, dilation: Pair, channels_last: bool
     ) -> Any:
+        if not channels_last and self._has_nchw_kernels(x.dtype):
+            return self._conv2d_nchw(x, k, bias, stride, pads, dilation)
         if not channels_last:
             x, k = self._move_axes(x, NCHW_TO_NHWC), self._move_axes(k, OIHW_TO_HWIO)
         if dilation != (1, 1):
@@ -136,6 +148,39 @@ class TensorflowBackend(Backend):
         if bias is not None:  # BiasAdd: one op and no reshape, in NHWC; graphs fuse it into the convolution
             y = self.ops.BiasAdd(value=y, bias=bias)
         return y if channels_last else self._move_axes(y, NHWC_TO_NCHW)
+
+    def _conv2d_nchw(self, x: Any, k: Any, bias: Any, stride: Pair, pads: Pads, dilation: Pair) -> Any:
+        """Conv2D on the NCHW input as it is: no layout change of the input or the output, only of the kernel."""
+        k = self._move_axes(k, OIHW_TO_HWIO)  # the filter is HWIO in every data format
+        if dilation != (1, 1):
+            k = self._dilate(k, dilation)
+        # why: oneDNN's NCHW gradient kernels refuse explicit padding ("only supports NHWC"); padding first is VALID
+        x = self.pad(x, ((0, 0), (0, 0)) + pads)
+        strides = [1, 1, stride[0], stride[1]]
+        y = self.ops.Conv2D(input=x, filter=k, strides=strides, padding="VALID", data_format="NCHW")
+        return y if bias is None else self.ops.BiasAdd(value=y, bias=bias, data_format="NCHW")
+
+    def _has_nchw_kernels(self, dtype: Any) -> bool:
+        """Whether Conv2D and its gradients run NCHW here: oneDNN's float32 kernels do, TF's own CPU kernels do not.
+
+        Asked once per process with a tiny convolution, since TensorFlow says which kernels it has only by failing.
+        """
+        if dtype != self.tf.float32:
+            return False
+        if self._nchw is None:
+            tf = self.tf
+            with tf.init_scope():  # an eager probe, also when first asked while tf.function traces
+                x, k, bias = tf.zeros((1, 1, 2, 2)), tf.zeros((1, 1, 1, 1)), tf.zeros((1,))
+                try:
+                    with tf.GradientTape() as tape:
+                        tape.watch([x, k, bias])
+                        y = self.ops.Conv2D(input=x, filter=k, strides=[1] * 4, padding="VALID", data_format="NCHW")
+                        y = self.ops.BiasAdd(value=y, bias=bias, data_format="NCHW")
+                    tape.gradient(y, [x, k, bias])
+                    self._nchw = True
+                except tf.errors.OpError:
+                    self._nchw = False
+        return self._nchw
 
     def _dilate(self, k: Any, dilation: Pair) -> Any:
         """An HWIO kernel with zeros between its taps: the dilated kernel spelled out.
@@ -171,10 +216,10 @@ class TensorflowBackend(Backend):
         # Pad by hand: AvgPool has no explicit padding, and XLA refuses MaxPool's.
         nhwc_pads = ((0, 0),) + pads + ((0, 0),)
         fill = -np.inf if mode == "max" else 0.0
-        y = self._pool(mode, tf.pad(x, nhwc_pads, constant_values=fill), ksize, strides, "VALID")
+        y = self._pool(mode, self.pad(x, nhwc_pads, fill), ksize, strides, "VALID")
         if mode == "max" or count_include_pad:
             return y
-        ones = tf.pad(tf.ones((1, height, width, 1), x.dtype), nhwc_pads)
+        ones = self.pad(tf.ones((1, height, width, 1), x.dtype), nhwc_pads)
         share = self._pool("avg", ones, ksize, strides, "VALID")  # the real pixels' share of each window
         # divide_no_nan (share is never 0): grappler rewrites x / constant as x * (1 / constant), rounding twice
         return tf.math.divide_no_nan(y, share)
@@ -189,8 +234,8 @@ class TensorflowBackend(Backend):
         shape = x.shape.as_list()
         moving = [axis for axis in axes if shape[axis] != 1]
         if moving == sorted(moving):
-            return self.ops.Reshape(tensor=x, shape=[-1 if shape[axis] is None else shape[axis] for axis in axes])
-        return self.ops.Transpose(x=x, perm=axes)
+            return self.reshape(x, [-1 if shape[axis] is None else shape[axis] for axis in axes])
+        return self.transpose(x, axes)
 
     # -- training and layers ------------------------------------------------------------------------
     def value_and_grad(self, fn: Callable[[list], Any]) -> Callable[[list], Tuple[Any, list]]:
@@ -243,6 +288,14 @@ def _nhwc_attributes(stride: Pair, pads: Pads) -> Tuple[list, str, list]:
     if top == bottom == left == right == 0:
         return strides, "VALID", []
     return strides, "EXPLICIT", [0, 0, top, bottom, left, right, 0, 0]
+
+
+@functools.lru_cache(maxsize=1024)
+def _int32_constant(values: Tuple[Any, ...]) -> Any:
+    import tensorflow as tf
+
+    with tf.device("CPU:0"):  # shapes and paddings are host-memory arguments on every device
+        return tf.constant(values, tf.int32)
 
 
 @functools.lru_cache(maxsize=1024)
