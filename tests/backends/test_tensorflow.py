@@ -9,6 +9,7 @@ loop and with ``model.fit``, and bad input raising convlab errors with no Tensor
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -266,10 +267,35 @@ def test_one_channel_is_reshaped_not_transposed():
     for fn in (
         lambda X, K: cl.conv2d(X, K, padding=((1, 0), (0, 2))),
         lambda X, K: cl.corr2d(X[0, 0], K[0, 0]),
-        lambda X, K: cl.pool2d(X, 2, "avg", 1, ((1, 0), (0, 1))),
+        lambda X, K: cl.pool2d(X, 2, "max", 1, ((1, 0), (0, 1))),
+        lambda X, K: cl.pool2d(tf.cast(X, tf.float64), 2, "avg", 1, ((1, 0), (0, 1))),
     ):
         ops = _op_types(fn, X, K)
         assert "Reshape" in ops and "Transpose" not in ops
+
+
+def test_channels_first_float32_average_pooling_runs_nchw_without_moving_anything():
+    if not BACKEND._has_nchw_kernels(tf.float32):
+        pytest.skip("this TensorFlow build has no NCHW AvgPool kernels (oneDNN off): channels-first transposes")
+    X = integers((2, 3, 7, 7))
+    for count_include_pad in (True, False):
+        pool = functools.partial(cl.pool2d, pool_size=3, mode="avg", stride=2, padding=((1, 0), (0, 2)))
+        pool = functools.partial(pool, count_include_pad=count_include_pad)
+        ops = _op_types(pool, X)
+        assert "AvgPool" in ops and not ops & {"Transpose", "Reshape"}
+        with tf.GradientTape() as tape:  # AvgPool's NCHW gradient kernel exists too (MaxPool's does not)
+            tape.watch(X)
+            loss = tf.reduce_sum(pool(X) ** 2)
+        X_last = tf.transpose(X, (0, 2, 3, 1))
+        with tf.GradientTape() as tape_last:
+            tape_last.watch(X_last)
+            y_last = cl.pool2d(
+                X_last, 3, "avg", 2, ((1, 0), (0, 2)), count_include_pad=count_include_pad, data_format="channels_last"
+            )
+            loss_last = tf.reduce_sum(y_last**2)
+        np.testing.assert_allclose(loss.numpy(), loss_last.numpy(), rtol=1e-6)
+        dX, dX_last = tape.gradient(loss, X), tape_last.gradient(loss_last, X_last)
+        np.testing.assert_allclose(dX.numpy(), tf.transpose(dX_last, (0, 3, 1, 2)).numpy(), rtol=1e-6)
 
 
 def _graph(fn, *args):

@@ -161,7 +161,7 @@ class TensorflowBackend(Backend):
         return y if bias is None else self.ops.BiasAdd(value=y, bias=bias, data_format="NCHW")
 
     def _has_nchw_kernels(self, dtype: Any) -> bool:
-        """Whether Conv2D and its gradients run NCHW here: oneDNN's float32 kernels do, TF's own CPU kernels do not.
+        """Whether Conv2D, AvgPool and their gradients run NCHW here: oneDNN's float32 kernels do, TF's own do not.
 
         Asked once per process with a tiny convolution, since TensorFlow says which kernels it has only by failing.
         """
@@ -174,8 +174,10 @@ class TensorflowBackend(Backend):
                 try:
                     with tf.GradientTape() as tape:
                         tape.watch([x, k, bias])
-                        y = self.ops.Conv2D(input=x, filter=k, strides=[1] * 4, padding="VALID", data_format="NCHW")
-                        y = self.ops.BiasAdd(value=y, bias=bias, data_format="NCHW")
+                        ones, nchw = [1, 1, 1, 1], "NCHW"
+                        y = self.ops.Conv2D(input=x, filter=k, strides=ones, padding="VALID", data_format=nchw)
+                        y = self.ops.BiasAdd(value=y, bias=bias, data_format=nchw)
+                        y = self.ops.AvgPool(value=y, ksize=ones, strides=ones, padding="VALID", data_format=nchw)
                     tape.gradient(y, [x, k, bias])
                     self._nchw = True
                 except tf.errors.OpError:
@@ -201,33 +203,45 @@ class TensorflowBackend(Backend):
     def pool2d(
         self, x: Any, window: Pair, stride: Pair, pads: Pads, mode: str, count_include_pad: bool, channels_last: bool
     ) -> Any:
-        if not channels_last:
-            y = self.pool2d(self._move_axes(x, NCHW_TO_NHWC), window, stride, pads, mode, count_include_pad, True)
-            return self._move_axes(y, NHWC_TO_NCHW)
-        tf = self.tf
-        ksize = (1,) + window + (1,)
-        strides, padding, _ = _nhwc_attributes(stride, pads)
-        if padding == "VALID":
-            return self._pool(mode, x, ksize, strides, "VALID")
-        height, width = x.shape.as_list()[1:3]
+        if channels_last:
+            return self._pool2d_in("NHWC", x, window, stride, pads, mode, count_include_pad)
+        if mode == "avg" and self._has_nchw_kernels(x.dtype):  # oneDNN's AvgPool and its gradient take NCHW
+            return self._pool2d_in("NCHW", x, window, stride, pads, mode, count_include_pad)
+        # why: MaxPool runs NCHW forward on oneDNN, but its CPU gradient is NHWC only
+        y = self._pool2d_in("NHWC", self._move_axes(x, NCHW_TO_NHWC), window, stride, pads, mode, count_include_pad)
+        return self._move_axes(y, NHWC_TO_NCHW)
+
+    def _pool2d_in(
+        self, data_format: str, x: Any, window: Pair, stride: Pair, pads: Pads, mode: str, count_include_pad: bool
+    ) -> Any:
+        tf, nchw = self.tf, data_format == "NCHW"
+
+        def spatial(pair: Any, other: Any) -> tuple:
+            """A value for the H and W axes spelled for the four axes of data_format."""
+            return (other, other) + tuple(pair) if nchw else (other,) + tuple(pair) + (other,)
+
+        ksize, strides = spatial(window, 1), list(spatial(stride, 1))
+        if not any(any(pair) for pair in pads):
+            return self._pool(mode, x, ksize, strides, "VALID", data_format)
+        height, width = x.shape.as_list()[2:] if nchw else x.shape.as_list()[1:3]
         if (mode == "max" or not count_include_pad) and pads == _same_pads((height, width), window, stride):
             # TF's SAME pooling skips the padding: the -inf of max pooling, the real-pixel average
-            return self._pool(mode, x, ksize, strides, "SAME")
+            return self._pool(mode, x, ksize, strides, "SAME", data_format)
         # Pad by hand: AvgPool has no explicit padding, and XLA refuses MaxPool's.
-        nhwc_pads = ((0, 0),) + pads + ((0, 0),)
+        all_pads = spatial(pads, (0, 0))
         fill = -np.inf if mode == "max" else 0.0
-        y = self._pool(mode, self.pad(x, nhwc_pads, fill), ksize, strides, "VALID")
+        y = self._pool(mode, self.pad(x, all_pads, fill), ksize, strides, "VALID", data_format)
         if mode == "max" or count_include_pad:
             return y
-        ones = self.pad(tf.ones((1, height, width, 1), x.dtype), nhwc_pads)
-        share = self._pool("avg", ones, ksize, strides, "VALID")  # the real pixels' share of each window
+        ones = self.pad(tf.ones(spatial((height, width), 1), x.dtype), all_pads)
+        share = self._pool("avg", ones, ksize, strides, "VALID", data_format)  # the real pixels' share of a window
         # divide_no_nan (share is never 0): grappler rewrites x / constant as x * (1 / constant), rounding twice
         return tf.math.divide_no_nan(y, share)
 
-    def _pool(self, mode: str, x: Any, ksize: Tuple[int, ...], strides: list, padding: str) -> Any:
+    def _pool(self, mode: str, x: Any, ksize: tuple, strides: list, padding: str, data_format: str) -> Any:
         if mode == "max":
-            return self.ops.MaxPool(input=x, ksize=ksize, strides=strides, padding=padding)
-        return self.ops.AvgPool(value=x, ksize=ksize, strides=strides, padding=padding)
+            return self.ops.MaxPool(input=x, ksize=ksize, strides=strides, padding=padding, data_format=data_format)
+        return self.ops.AvgPool(value=x, ksize=ksize, strides=strides, padding=padding, data_format=data_format)
 
     def _move_axes(self, x: Any, axes: Tuple[int, ...]) -> Any:
         """``tf.transpose(x, axes)``, done as a free reshape when only size-1 axes change place."""
@@ -282,7 +296,7 @@ def _register_with_autograph(*packages: str) -> None:
 
 @functools.lru_cache(maxsize=1024)
 def _nhwc_attributes(stride: Pair, pads: Pads) -> Tuple[list, str, list]:
-    """The strides, padding and explicit_paddings attributes of TF's NHWC Conv2D op (strides: the pools' too)."""
+    """The strides, padding and explicit_paddings attributes of TF's NHWC Conv2D op."""
     (top, bottom), (left, right) = pads
     strides = [1, stride[0], stride[1], 1]
     if top == bottom == left == right == 0:
