@@ -9,6 +9,7 @@ GFLOP/s, per-call overhead, the book's loop, memory, first call, the machine) an
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 from pathlib import Path
@@ -84,25 +85,24 @@ def combined_ratios(results) -> list:
     return _table(["op", "window", "image", *columns], body) + notes
 
 
-def noise_floor(results) -> list:
-    """How far apart two identical programs measure: JAX's jitted convlab pooling lowers to the native XLA ops
-    (its "auto" rule keeps the native pooling; conv2d may pick another algorithm, so it is left out)."""
-    rows = [
-        row
-        for result in results
-        if result["backend"] == "jax"
-        for row in _rows(result, "single") + _rows(result, "multi")
-        if row.get("variant") == "jit" and row.get("status") and row.get("op") != "conv2d"
-    ]
-    if not rows:
+def noise_floor() -> list:
+    """How far apart one program measures against itself: "auto" and the algorithm it picks run the same code.
+
+    Read from the files of ``benchmarks/algorithms.py`` (``results/algorithms-*-1t-cpu.json``).
+    """
+    ratios = []
+    for path in sorted((Path(__file__).resolve().parent / "results").glob("algorithms-*-1t-cpu.json")):
+        for row in json.loads(path.read_text())["rows"]:
+            seconds, chosen = row["seconds"], row["auto_chooses"]
+            if chosen in seconds:
+                ratios.append(seconds["auto"] / seconds[chosen])
+    if not ratios:
         return []
-    low, high = min(r["ratio"] for r in rows), max(r["ratio"] for r in rows)
+    low, high = min(ratios), max(ratios)
     return [
-        "Noise floor: under `jax.jit`, convlab's pooling lowers to the same XLA operations as the native "
-        "ones (`jax.jit(f).lower(x).as_text()`; average pooling divides by the window size where the native "
-        "multiplies by its inverse), yet "
-        f"their ratios from 128² up span {low:.2f} to {high:.2f} in this run: read single ratios within "
-        "that band of 1 as measurement noise on this shared machine, not as a cost of convlab.",
+        f'Noise floor: `benchmarks/algorithms.py` times "auto" and the algorithm it picks, the very same code, '
+        f"side by side; over its {len(ratios)} cases their ratio spans {low:.2f} to {high:.2f}: read single ratios "
+        "within that band of 1 as measurement noise on this shared machine, not as a cost of convlab.",
         "",
     ]
 
@@ -432,7 +432,7 @@ def main(argv=None) -> int:
         "channels_first column times convlab on NCHW copies of the same values.",
         "",
     ]
-    lines += combined_ratios(results) + noise_floor(results)
+    lines += combined_ratios(results) + noise_floor()
     lines += [f"![time against image size]({png.name})", ""]
     lines += ["## Multi-channel conv2d throughput", ""] + multi_table(results)
     lines += ["## Per-call overhead at 8x8 (conv2d 3x3)", ""] + overhead_table(results)
