@@ -700,32 +700,34 @@ def pool2d(
             backend or _by_type.get(type(X)) or default_backend_name(), type(X), X.shape, X.dtype,
             _freeze(pool_size), mode, _freeze(stride), _freeze(padding), count_include_pad, data_format, algorithm,
         )  # fmt: skip
-        plan = _PLANS.get(key) if type(count_include_pad) is bool else None
+        plan = _PLANS.get(key) if type(count_include_pad) is bool else None  # NumPy bools: checked, not cached
     except (AttributeError, TypeError):
         key = plan = None
-    if plan is not None:
-        if plan.direct is not None:  # the backend's own 4-D tensor: its op with the geometry bound
-            return plan.direct(X)
-        (x,) = _materialize(plan, (X,), ("X",))
-        return _run_pool(plan.backend, x, plan.geometry, count_include_pad, _algorithm_for(plan, x))
-    algorithms.check_algorithm(algorithm, algorithms.POOL_ALGORITHMS)
-    chosen, items = _inputs(backend, X=X)
-    x_in = items["X"]
-    if not isinstance(count_include_pad, (bool, np.bool_)):
-        raise ConvlabTypeError(f"count_include_pad must be True or False, got {count_include_pad!r}")
-    try:
-        geometry = _pool_geometry(x_in.shape, _freeze(pool_size), mode, _freeze(stride), _freeze(padding), data_format)
-    except TypeError as error:
-        if isinstance(error, ConvlabTypeError):
-            raise
-        raise ConvlabTypeError(f"pool_size, mode, stride, padding and data_format have wrong types: {error}") from None
-    g, bind = geometry, None
-    if not (g.x_lifted or g.out != g.out4):
-        options = (g.window, g.stride, g.pads, g.mode, bool(count_include_pad), g.channels_last)
-        bind = functools.partial(chosen.pool2d_bound, *options)
-    plan = _plan(chosen, geometry, (x_in,), ("X",), key if type(count_include_pad) is bool else None, algorithm, bind)
-    (x,) = _materialize(plan, (x_in.value,), ("X",))
-    return _run_pool(chosen, x, geometry, bool(count_include_pad), _algorithm_for(plan, x))
+    if plan is None:
+        algorithms.check_algorithm(algorithm, algorithms.POOL_ALGORITHMS)
+        chosen, items = _inputs(backend, X=X)
+        x_in = items["X"]
+        if not isinstance(count_include_pad, (bool, np.bool_)):
+            raise ConvlabTypeError(f"count_include_pad must be True or False, got {count_include_pad!r}")
+        try:
+            geometry = _pool_geometry(
+                x_in.shape, _freeze(pool_size), mode, _freeze(stride), _freeze(padding), data_format
+            )
+        except TypeError as error:
+            if isinstance(error, ConvlabTypeError):
+                raise
+            message = f"pool_size, mode, stride, padding and data_format have wrong types: {error}"
+            raise ConvlabTypeError(message) from None
+        g, bind = geometry, None
+        if not (g.x_lifted or g.out != g.out4):
+            options = (g.window, g.stride, g.pads, g.mode, bool(count_include_pad), g.channels_last)
+            bind = functools.partial(chosen.pool2d_bound, *options)
+        cacheable = type(count_include_pad) is bool
+        plan = _plan(chosen, geometry, (x_in,), ("X",), key if cacheable else None, algorithm, bind)
+    if plan.direct is not None:  # the backend's own 4-D tensor: its op with the geometry bound
+        return plan.direct(X)
+    (x,) = _materialize(plan, (X,), ("X",))
+    return _run_pool(plan.backend, x, plan.geometry, bool(count_include_pad), _algorithm_for(plan, x))
 
 
 def _run_pool(

@@ -62,10 +62,9 @@ def _convolution(ops: _Ops, x, k, bias, window: Pair, out_channels: int, stride,
     """Cross-correlation of NCHW x with OIHW k (NHWC / HWIO when channels_last), plus bias, on arrays or symbols."""
     if channels_last:  # why: MXNet 1.x runs layout="NHWC" convolutions on GPU only
         x, k = x.transpose((0, 3, 1, 2)), k.transpose((3, 2, 0, 1))
-    (top, bottom), (left, right) = pads
-    if top != bottom or left != right:  # why: npx.convolution pads symmetrically only
-        x = ops.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)), mode="constant", constant_value=0.0)
-        top = left = 0
+    pad = _native_pad(pads)
+    if pad is None:  # why: npx.convolution pads symmetrically only
+        x, pad = ops.pad(x, ((0, 0), (0, 0)) + pads, mode="constant", constant_value=0.0), (0, 0)
     y = ops.npx.convolution(
         x,
         k,
@@ -73,11 +72,24 @@ def _convolution(ops: _Ops, x, k, bias, window: Pair, out_channels: int, stride,
         kernel=window,
         stride=stride,
         dilate=dilation,
-        pad=(top, left),
+        pad=pad,
         num_filter=out_channels,
         no_bias=bias is None,
     )
     return y.transpose((0, 2, 3, 1)) if channels_last else y
+
+
+def _native_pad(pads: Pads, window: Optional[Pair] = None) -> Optional[Pair]:
+    """MXNet's ``pad`` argument for pads, or None where its operators cannot pad that way themselves.
+
+    Convolution pads symmetrically only. Pooling (``window`` given) also needs every window to see a pixel:
+    MXNet pads max pooling with the dtype's lowest finite value, not -inf, so a window of padding alone would
+    give -3.4e38.
+    """
+    (top, bottom), (left, right) = pads
+    if top != bottom or left != right or (window is not None and (top >= window[0] or left >= window[1])):
+        return None
+    return top, left
 
 
 def _non_default(**options: Any) -> dict:
@@ -90,14 +102,11 @@ def _pooling(ops: _Ops, x, window: Pair, stride: Pair, pads: Pads, mode: str, co
     """Max (padding with -inf) or average pooling of NCHW (or NHWC) arrays or symbols."""
     if channels_last:  # why: MXNet 1.x pools layout="NHWC" on GPU only
         x = x.transpose((0, 3, 1, 2))
-    (top, bottom), (left, right) = pads
-    pool = ops.npx.pooling
-    # why: MXNet pads max pooling with the dtype's lowest finite value, not -inf, so a window made only of
-    # padding would give -3.4e38; native padding is used only when it is symmetric and every window sees a pixel
-    if top == bottom and left == right and top < window[0] and left < window[1]:
-        y = pool(x, kernel=window, stride=stride, pad=(top, left), pool_type=mode, count_include_pad=count_include_pad)
+    pool, pad = ops.npx.pooling, _native_pad(pads, window)
+    if pad is not None:
+        y = pool(x, kernel=window, stride=stride, pad=pad, pool_type=mode, count_include_pad=count_include_pad)
     else:
-        width = ((0, 0), (0, 0), (top, bottom), (left, right))
+        width = ((0, 0), (0, 0)) + pads
         fill = -float("inf") if mode == "max" else 0.0
         padded = ops.pad(x, width, mode="constant", constant_value=fill)
         if mode == "max" or count_include_pad:
@@ -225,12 +234,12 @@ class MxnetBackend(Backend):
         return _convolution(self._ops, x, k, bias, window, out_channels, stride, pads, dilation, channels_last)
 
     def conv2d_bound(self, kernel_shape, stride, pads, dilation, channels_last) -> Callable[..., Any]:
-        (top, bottom), (left, right) = pads
-        if channels_last or top != bottom or left != right:
+        pad = _native_pad(pads)
+        if channels_last or pad is None:
             return super().conv2d_bound(kernel_shape, stride, pads, dilation, channels_last)
         # why: every .shape read of an MXNet array is a C call of about 3 µs, and MXNet turns every keyword into
         # a string on every call: the kernel's shape is bound here once, and default options are left out
-        options = _non_default(kernel=kernel_shape[2:], stride=stride, dilate=dilation, pad=(top, left))
+        options = _non_default(kernel=kernel_shape[2:], stride=stride, dilate=dilation, pad=pad)
         convolution, out_channels = self._ops.npx.convolution, kernel_shape[0]
 
         def run(x: Any, k: Any, bias: Any) -> Any:
@@ -239,10 +248,10 @@ class MxnetBackend(Backend):
         return run
 
     def pool2d_bound(self, window, stride, pads, mode, count_include_pad, channels_last) -> Callable[[Any], Any]:
-        (top, bottom), (left, right) = pads
-        if channels_last or not (top == bottom and left == right and top < window[0] and left < window[1]):
+        pad = _native_pad(pads, window)
+        if channels_last or pad is None:
             return super().pool2d_bound(window, stride, pads, mode, count_include_pad, channels_last)
-        options = _non_default(kernel=window, stride=stride, pad=(top, left), pool_type=mode)
+        options = _non_default(kernel=window, stride=stride, pad=pad, pool_type=mode)
         if mode == "avg":
             options["count_include_pad"] = count_include_pad
         return functools.partial(self._ops.npx.pooling, **options)

@@ -1,10 +1,11 @@
 """convlab's TensorFlow backend: each primitive is one or two TensorFlow ops, computed in NHWC.
 
 TensorFlow's own CPU kernels are NHWC, so ``data_format="channels_last"`` runs with no layout change. A
-channels-first float32 convolution runs oneDNN's NCHW kernels on the input as it is (they differentiate NCHW
-too, but only with VALID padding, so pads come first as an op); other channels-first inputs (float64, pooling,
-a TensorFlow without oneDNN) move their axes with a free reshape when the moving axes have size 1, a
-transpose otherwise. TensorFlow is imported when the backend is first used, never when this module is imported.
+channels-first float32 convolution or average pooling runs oneDNN's NCHW kernels on the input as it is (they
+differentiate NCHW too, but only with VALID padding, so pads come first as an op); other channels-first inputs
+(float64, max pooling, a TensorFlow without oneDNN) move their axes with a free reshape when the moving axes
+have size 1, a transpose otherwise. TensorFlow is imported when the backend is first used, never when this
+module is imported.
 
 The other TensorFlow quirks handled here, each commented where it happens: CPU gradient kernels refuse
 dilations > 1 (dilated kernels are spelled out), XLA refuses explicit pooling padding and AvgPool has none

@@ -13,7 +13,7 @@ Example:
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Sequence, Tuple
+from typing import Any, Callable, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -26,6 +26,17 @@ _INF = float("inf")
 #: output bytes per row block of the in-place shift-and-accumulate: block and input rows stay in the 2 MB L2
 #: (measured at 2048^2, one thread: 64 KB blocks 24.7 ms, 512 KB 13.6 ms, 2 MB 21.8 ms, whole image 30.8 ms)
 SHIFT_BLOCK_BYTES = 512 * 1024
+
+
+def _native_padding(pads: Pads, window: Optional[Pair] = None) -> Any:
+    """torch's ``padding`` argument for pads, or None where torch cannot pad that way itself.
+
+    F.conv2d pads symmetrically only; the pooling functions (``window`` given) also by at most half the window.
+    """
+    (top, bottom), (left, right) = pads
+    if top != bottom or left != right or (window is not None and (2 * top > window[0] or 2 * left > window[1])):
+        return None
+    return top if top == left else (top, left)
 
 
 def _compact(pair: Pair) -> Any:
@@ -147,28 +158,25 @@ class TorchBackend(Backend):
     ) -> Any:
         if channels_last:  # NHWC/HWIO as NCHW/OIHW views: torch's conv runs natively on channels_last memory
             x, k = x.permute(0, 3, 1, 2), k.permute(3, 2, 0, 1)
-        (top, bottom), (left, right) = pads
-        if top != bottom or left != right:  # F.conv2d pads symmetrically only
-            x = self._functional.pad(x, (left, right, top, bottom))
-            top = left = 0
-        padding = top if top == left else (top, left)
+        padding = _native_padding(pads)
+        if padding is None:
+            (top, bottom), (left, right) = pads
+            x, padding = self._functional.pad(x, (left, right, top, bottom)), 0
         y = self._torch.conv2d(x, k, bias, _compact(stride), padding, _compact(dilation))
         return y.permute(0, 2, 3, 1) if channels_last else y
 
     def conv2d_bound(self, kernel_shape, stride, pads, dilation, channels_last) -> Callable[..., Any]:
-        (top, bottom), (left, right) = pads
-        if channels_last or top != bottom or left != right:
+        padding = _native_padding(pads)
+        if channels_last or padding is None:
             return super().conv2d_bound(kernel_shape, stride, pads, dilation, channels_last)
         # why: at 8x8 torch's conv takes ~9 µs, so the adapter's own argument handling (~1 µs) is bound away here
-        padding, conv2d = top if top == left else (top, left), self._torch.conv2d
+        conv2d = self._torch.conv2d
         return functools.partial(conv2d, stride=_compact(stride), padding=padding, dilation=_compact(dilation))
 
     def pool2d_bound(self, window, stride, pads, mode, count_include_pad, channels_last) -> Callable[[Any], Any]:
-        (top, bottom), (left, right) = pads
-        native = top == bottom and left == right and 2 * top <= window[0] and 2 * left <= window[1]
-        if channels_last or not native:
+        padding = _native_padding(pads, window)
+        if channels_last or padding is None:
             return super().pool2d_bound(window, stride, pads, mode, count_include_pad, channels_last)
-        padding = top if top == left else (top, left)
         options = dict(kernel_size=_compact(window), stride=_compact(stride), padding=padding)
         if mode == "max":
             return functools.partial(self._torch.max_pool2d, **options)
@@ -188,15 +196,12 @@ class TorchBackend(Backend):
         if channels_last:
             x = x.permute(0, 3, 1, 2)
         (top, bottom), (left, right) = pads
-        # torch pads natively only symmetrically and by at most half the window (with -inf for max pooling)
-        native = top == bottom and left == right and 2 * top <= window[0] and 2 * left <= window[1]
-        if not native and (mode == "max" or count_include_pad):
-            x = functional.pad(x, (left, right, top, bottom), value=-_INF if mode == "max" else 0.0)
-            top = left = 0
-        padding = top if top == left else (top, left)
+        padding = native = _native_padding(pads, window)  # torch's own padding is -inf for max pooling
+        if native is None and (mode == "max" or count_include_pad):
+            x, padding = functional.pad(x, (left, right, top, bottom), value=-_INF if mode == "max" else 0.0), 0
         if mode == "max":  # torch.max_pool2d: the op itself, without F.max_pool2d's Python wrapper
             y = self._torch.max_pool2d(x, _compact(window), _compact(stride), padding)
-        elif native or count_include_pad:
+        elif native is not None or count_include_pad:
             y = functional.avg_pool2d(x, _compact(window), _compact(stride), padding, False, count_include_pad)
         else:  # window sums divided by the number of real pixels each window covers
             flat = (left, right, top, bottom)
