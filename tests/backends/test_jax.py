@@ -18,6 +18,7 @@ import traceback
 import numpy as np
 import pytest
 import reference
+from adapter_cases import CONV_CASES, CONV_IDS, pool_ids
 
 import convlab as cl
 from convlab import testing
@@ -70,18 +71,6 @@ def _pairs(value):
     return tuple(v if isinstance(v, tuple) else (v, v) for v in value)
 
 
-# (X shape, K shape, stride, padding, dilation): symmetric, asymmetric, strided "same", stride with dilation
-CONV_CASES = [
-    ((1, 1, 6, 7), (1, 1, 2, 3), 1, 0, 1),
-    ((2, 3, 7, 7), (4, 3, 3, 3), 2, 1, 1),
-    ((1, 2, 8, 9), (3, 2, 2, 3), (2, 3), ((0, 2), (1, 0)), (2, 1)),
-    ((1, 2, 7, 6), (2, 2, 3, 2), 3, "same", 1),
-    ((2, 1, 9, 9), (1, 1, 3, 3), 2, "valid", 2),
-    ((1, 2, 6, 6), (2, 2, 4, 4), 2, "same", 1),
-    ((1, 2, 5, 5), (2, 2, 3, 3), 1, (2, 1), (2, 2)),
-]
-CONV_IDS = [f"x{c[0]}-k{c[1]}-s{c[2]}-p{c[3]}-d{c[4]}" for c in CONV_CASES]
-
 # (window, stride, padding, mode, count_include_pad)
 POOL_CASES = [
     ((2, 2), 2, 0, "max", True),
@@ -93,7 +82,7 @@ POOL_CASES = [
     ((2, 3), (1, 2), ((1, 0), (0, 2)), "avg", False),
     ((2, 4), (2, 1), ((1, 1), (0, 3)), "avg", True),
 ]
-POOL_IDS = [f"{c[3]}-w{c[0]}-s{c[1]}-p{c[2]}-inc{c[4]}" for c in POOL_CASES]
+POOL_IDS = pool_ids(POOL_CASES)
 
 DATA_FORMATS = ["channels_first", "channels_last"]
 

@@ -15,6 +15,7 @@ import sys
 import numpy as np
 import pytest
 import reference
+from adapter_cases import CONV_CASES, CONV_IDS, pool_ids
 
 import convlab as cl
 
@@ -42,18 +43,6 @@ def numpy_result(fn, *tensors, **kwargs):
     return np.asarray(fn(*(t.detach().numpy() for t in tensors), backend="numpy", **kwargs))
 
 
-# (X shape, K shape, stride, padding, dilation): symmetric, asymmetric, strided "same", dilation with stride
-CONV_CASES = [
-    ((1, 1, 6, 7), (1, 1, 2, 3), 1, 0, 1),
-    ((2, 3, 7, 7), (4, 3, 3, 3), 2, 1, 1),
-    ((1, 2, 8, 9), (3, 2, 2, 3), (2, 3), ((0, 2), (1, 0)), (2, 1)),
-    ((1, 2, 7, 6), (2, 2, 3, 2), 3, "same", 1),
-    ((2, 1, 9, 9), (1, 1, 3, 3), 2, "valid", 2),
-    ((1, 2, 6, 6), (2, 2, 4, 4), 2, "same", 1),
-    ((1, 2, 5, 5), (2, 2, 3, 3), 1, (2, 1), (2, 2)),
-]
-CONV_IDS = [f"x{c[0]}-k{c[1]}-s{c[2]}-p{c[3]}-d{c[4]}" for c in CONV_CASES]
-
 # (window, stride, padding, mode, count_include_pad): every branch of TorchBackend.pool2d
 POOL_CASES = [
     ((2, 2), 2, 0, "max", True),  # native, no padding
@@ -66,7 +55,7 @@ POOL_CASES = [
     ((2, 3), (1, 2), ((1, 0), (0, 2)), "avg", False),  # asymmetric, window sums / real-pixel counts
     ((3, 3), 1, 2, "avg", False),  # symmetric, more than half the window
 ]
-POOL_IDS = [f"{c[3]}-w{c[0]}-s{c[1]}-p{c[2]}-inc{c[4]}" for c in POOL_CASES]
+POOL_IDS = pool_ids(POOL_CASES)
 
 
 # -- the package -------------------------------------------------------------------------------------
