@@ -9,7 +9,7 @@ Example:
     [[19.0, 25.0], [37.0, 43.0]]
 """
 
-from convlab import images, kernels
+from convlab import geometry, images, kernels
 from convlab.backend import Backend
 from convlab.errors import BackendNotAvailableError, ConvlabError, ConvlabTypeError, ConvlabValueError
 from convlab.layers import AvgPool2D, Conv2D, MaxPool2D

@@ -27,9 +27,11 @@ An adapter overrides :meth:`Backend.conv2d_shift` / :meth:`Backend.conv2d_gemm` 
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, NamedTuple, Optional, Tuple
 
 from convlab.errors import ConvlabValueError
+from convlab.geometry import ConvGeometry, PoolGeometry, taps
 
 CONV_ALGORITHMS = ("auto", "native", "shift", "gemm")
 POOL_ALGORITHMS = ("auto", "native", "shift", "layout")
@@ -80,26 +82,16 @@ def check_algorithm(algorithm: Any, choices: Tuple[str, ...]) -> str:
     return algorithm
 
 
-def conv_shape(geometry: Any, dtype: str) -> ConvShape:
-    x4, k4, channels_last = geometry.x4, geometry.k4, geometry.channels_last
-    if channels_last:
-        batch, height, width, channels = x4
-        kernel_h, kernel_w, _, out_channels = k4
-    else:
-        batch, channels, height, width = x4
-        out_channels, _, kernel_h, kernel_w = k4
+def conv_shape(geometry: ConvGeometry, dtype: str) -> ConvShape:
+    g = geometry
     return ConvShape(
-        batch, channels, out_channels, height, width, kernel_h, kernel_w,
-        geometry.stride, geometry.dilation, channels_last, dtype,
-    )  # fmt: skip
-
-
-def pool_shape(geometry: Any, dtype: str) -> PoolShape:
-    x4 = geometry.x4
-    batch, height, width, channels = x4 if geometry.channels_last else (x4[0], x4[2], x4[3], x4[1])
-    return PoolShape(
-        batch, channels, height, width, geometry.window, geometry.stride, geometry.mode, geometry.channels_last, dtype
+        g.batch, g.in_channels, g.out_channels, *g.in_hw, *g.window, g.stride, g.dilation, g.channels_last, dtype
     )
+
+
+def pool_shape(geometry: PoolGeometry, dtype: str) -> PoolShape:
+    g = geometry
+    return PoolShape(g.x4[0], g.channels, *g.in_hw, g.window, g.stride, g.mode, g.channels_last, dtype)
 
 
 def choose(backend: Any, rules: Any, shape: Any, device: Any) -> str:
@@ -129,121 +121,104 @@ def _rules_are_current(cls: type, table: str) -> bool:
 # -- generic formulations (seam ops only) ---------------------------------------------------------
 
 
-def _taps(offset: int, count: int, stride: int) -> slice:
-    return slice(offset, offset + (count - 1) * stride + 1, stride)
-
-
-def _nchw(be: Any, x: Any, k: Any, channels_last: bool) -> Tuple[Any, Any]:
-    if channels_last:
-        return be.transpose(x, (0, 3, 1, 2)), be.transpose(k, (3, 2, 0, 1))
-    return x, k
-
-
 def _finish(be: Any, y: Any, bias: Optional[Any], channels_last: bool, out_channels: int) -> Any:
     """Bias added last (as the native ops round), then back to the caller's layout."""
     if channels_last:
         y = be.transpose(y, (0, 2, 3, 1))
-    if bias is not None:
-        y = y + be.reshape(bias, (1, 1, 1, out_channels) if channels_last else (1, out_channels, 1, 1))
-    return y
+    return add_bias(be, y, bias, channels_last)
 
 
-def conv2d_shift(
-    be: Any, x: Any, k: Any, bias: Optional[Any], stride: Pair, pads: Pads, dilation: Pair, channels_last: bool
-) -> Any:
+def add_bias(be: Any, y: Any, bias: Optional[Any], channels_last: bool) -> Any:
+    """``y + bias`` broadcast over the channel axis of a 4-D ``y``; ``y`` itself when bias is None."""
+    if bias is None:
+        return y
+    return y + be.reshape(bias, (1, 1, 1, -1) if channels_last else (1, -1, 1, 1))
+
+
+def conv2d_shift(be: Any, x: Any, k: Any, bias: Optional[Any], geometry: ConvGeometry) -> Any:
     """Shift-and-accumulate: ``y[:, o] += K[o, c, i, j] * Xpad[:, c, shifted by (i, j)]``, out of place.
 
     Works on any framework whose tensors slice with steps and broadcast ``*`` and ``+`` (all of them),
-    and so differentiates under every framework's autodiff.
+    and so differentiates under every framework's autodiff. Strided outputs are read with strided
+    slices: the skipped positions are never computed.
     """
-    x, k = _nchw(be, x, k, channels_last)
-    (top, bottom), (left, right) = pads
-    x = be.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
-    out_channels, in_channels, kernel_h, kernel_w = k.shape
-    height, width = x.shape[2], x.shape[3]
-    out_h = (height - dilation[0] * (kernel_h - 1) - 1) // stride[0] + 1
-    out_w = (width - dilation[1] * (kernel_w - 1) - 1) // stride[1] + 1
+    g = geometry
+    if g.channels_last:
+        x, k = be.transpose(x, (0, 3, 1, 2)), be.transpose(k, (3, 2, 0, 1))
+    x = be.pad(x, ((0, 0), (0, 0)) + g.pads)
+    (out_h, out_w), (kernel_h, kernel_w), (sh, sw), (dh, dw) = g.out_hw, g.window, g.stride, g.dilation
+    out_channels = g.out_channels
     y = None
-    for c in range(in_channels):
+    for c in range(g.in_channels):
         for i in range(kernel_h):
-            rows = _taps(i * dilation[0], out_h, stride[0])
+            rows = taps(i * dh, out_h, sh)
             for j in range(kernel_w):
-                patch = x[:, c : c + 1, rows, _taps(j * dilation[1], out_w, stride[1])]
-                weight = be.reshape(k[:, c, i, j], (1, out_channels, 1, 1))
-                term = patch * weight
+                patch = x[:, c : c + 1, rows, taps(j * dw, out_w, sw)]
+                term = patch * be.reshape(k[:, c, i, j], (1, out_channels, 1, 1))
                 y = term if y is None else y + term
-    return _finish(be, y, bias, channels_last, out_channels)
+    return _finish(be, y, bias, g.channels_last, out_channels)
 
 
-def conv2d_gemm(
-    be: Any, x: Any, k: Any, bias: Optional[Any], stride: Pair, pads: Pads, dilation: Pair, channels_last: bool
-) -> Any:
+def conv2d_gemm(be: Any, x: Any, k: Any, bias: Optional[Any], geometry: ConvGeometry) -> Any:
     """One (N*Ho*Wo, C) x (C, Co) matrix product per kernel offset on channels-last data, accumulated."""
-    if not channels_last:  # NCHW -> NHWC, OIHW -> HWIO
+    g = geometry
+    if not g.channels_last:  # NCHW -> NHWC, OIHW -> HWIO
         x, k = be.transpose(x, (0, 2, 3, 1)), be.transpose(k, (2, 3, 1, 0))
-    (top, bottom), (left, right) = pads
-    x = be.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
-    batch, height, width, in_channels = x.shape
-    kernel_h, kernel_w, _, out_channels = k.shape
-    out_h = (height - dilation[0] * (kernel_h - 1) - 1) // stride[0] + 1
-    out_w = (width - dilation[1] * (kernel_w - 1) - 1) // stride[1] + 1
-    rows = batch * out_h * out_w
+    x = be.pad(x, ((0, 0),) + g.pads + ((0, 0),))
+    (out_h, out_w), (kernel_h, kernel_w), (sh, sw), (dh, dw) = g.out_hw, g.window, g.stride, g.dilation
+    rows = g.batch * out_h * out_w
     y = None
     for i in range(kernel_h):
         for j in range(kernel_w):
-            window = x[:, _taps(i * dilation[0], out_h, stride[0]), _taps(j * dilation[1], out_w, stride[1]), :]
-            term = be.matmul(be.reshape(window, (rows, in_channels)), k[i, j])
+            window = x[:, taps(i * dh, out_h, sh), taps(j * dw, out_w, sw), :]
+            term = be.matmul(be.reshape(window, (rows, g.in_channels)), k[i, j])
             y = term if y is None else y + term
-    y = be.reshape(y, (batch, out_h, out_w, out_channels))
-    if bias is not None:
-        y = y + be.reshape(bias, (1, 1, 1, out_channels))
-    return y if channels_last else be.transpose(y, (0, 3, 1, 2))
+    y = add_bias(be, be.reshape(y, (g.batch, out_h, out_w, g.out_channels)), bias, True)
+    return y if g.channels_last else be.transpose(y, (0, 3, 1, 2))
 
 
-def pool2d_layout(
-    be: Any, x: Any, window: Pair, stride: Pair, pads: Pads, mode: str, count_include_pad: bool, channels_last: bool
-) -> Any:
+def pool2d_layout(be: Any, x: Any, geometry: PoolGeometry) -> Any:
     """Pool in the other layout: NCHW data is transposed to NHWC, pooled there and transposed back."""
-    if channels_last:
-        y = be.pool2d(be.transpose(x, (0, 3, 1, 2)), window, stride, pads, mode, count_include_pad, False)
-        return be.transpose(y, (0, 2, 3, 1))
-    y = be.pool2d(be.transpose(x, (0, 2, 3, 1)), window, stride, pads, mode, count_include_pad, True)
-    return be.transpose(y, (0, 3, 1, 2))
+    to_other, back = ((0, 3, 1, 2), (0, 2, 3, 1)) if geometry.channels_last else ((0, 2, 3, 1), (0, 3, 1, 2))
+    return be.transpose(be.pool2d(be.transpose(x, to_other), other_layout(geometry)), back)
 
 
-def pool2d_shift(
-    be: Any, x: Any, window: Pair, stride: Pair, pads: Pads, mode: str, count_include_pad: bool, channels_last: bool
-) -> Any:
+def other_layout(geometry: PoolGeometry) -> PoolGeometry:
+    """The same pooling on the input transposed to the other memory layout."""
+    g = geometry
+    to_other = (0, 3, 1, 2) if g.channels_last else (0, 2, 3, 1)
+    x4 = tuple(g.x4[a] for a in to_other)
+    out4 = tuple(g.out4[a] for a in to_other)
+    return dataclasses.replace(g, x4=x4, out4=out4, out=out4, channels_last=not g.channels_last, x_lifted=False)
+
+
+def pool2d_shift(be: Any, x: Any, geometry: PoolGeometry) -> Any:
     """Max or sum over the window offsets of shifted strided views (``be.maximum`` / ``+``), then the divisor."""
-    if channels_last:
+    g = geometry
+    if g.channels_last:
         x = be.transpose(x, (0, 3, 1, 2))
-    (top, bottom), (left, right) = pads
-    x = be.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)), float("-inf") if mode == "max" else 0.0)
-    out_h = (x.shape[2] - window[0]) // stride[0] + 1
-    out_w = (x.shape[3] - window[1]) // stride[1] + 1
+    x = be.pad(x, ((0, 0), (0, 0)) + g.pads, g.fill)
+    (out_h, out_w), (sh, sw) = g.out_hw, g.stride
     y = None
-    for i in range(window[0]):
-        rows = _taps(i, out_h, stride[0])
-        for j in range(window[1]):
-            patch = x[:, :, rows, _taps(j, out_w, stride[1])]
-            y = patch if y is None else be.maximum(y, patch) if mode == "max" else y + patch
-    if mode == "avg":
-        if count_include_pad or top + bottom + left + right == 0:
-            y = y / float(window[0] * window[1])
-        else:
-            y = y / be.place_like(be.asarray(_real_counts(x.shape[2:], pads, window, stride), be.dtype_name(x)), x)
-    return be.transpose(y, (0, 2, 3, 1)) if channels_last else y
+    for i in range(g.window[0]):
+        rows = taps(i, out_h, sh)
+        for j in range(g.window[1]):
+            patch = x[:, :, rows, taps(j, out_w, sw)]
+            y = patch if y is None else be.maximum(y, patch) if g.mode == "max" else y + patch
+    if g.mode == "avg":
+        y = divide(be, y, g, channels_last=False)
+    return be.transpose(y, (0, 2, 3, 1)) if g.channels_last else y
 
 
-def _real_counts(padded: Tuple[int, int], pads: Pads, window: Pair, stride: Pair) -> Any:
-    """The number of real (not padded) pixels under each window, shape (1, 1, Ho, Wo)."""
-    import numpy as np
+def divide(be: Any, sums: Any, geometry: PoolGeometry, channels_last: Optional[bool] = None) -> Any:
+    """Window sums of average pooling divided by :attr:`PoolGeometry.divisor` (the one place it is applied).
 
-    (top, bottom), (left, right) = pads
-    ones = np.zeros(padded)
-    ones[top : padded[0] - bottom, left : padded[1] - right] = 1.0
-    out_h, out_w = (padded[0] - window[0]) // stride[0] + 1, (padded[1] - window[1]) // stride[1] + 1
-    counts = sum(
-        ones[_taps(i, out_h, stride[0]), _taps(j, out_w, stride[1])] for i in range(window[0]) for j in range(window[1])
-    )
-    return counts.reshape(1, 1, out_h, out_w)
+    ``channels_last`` says the layout of ``sums`` when it is not the geometry's.
+    """
+    divisor = geometry.divisor
+    if isinstance(divisor, float):
+        return sums / divisor
+    layout = geometry.channels_last if channels_last is None else channels_last
+    if layout != geometry.channels_last:
+        divisor = divisor.transpose((0, 2, 3, 1) if layout else (0, 3, 1, 2))
+    return sums / be.place_like(be.asarray(divisor, be.dtype_name(sums)), sums)

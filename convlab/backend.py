@@ -2,9 +2,9 @@
 
 A backend is a small class whose methods are one or two lines of its
 framework's own ops. The core has already validated every argument, resolved
-padding to explicit ``((top, bottom), (left, right))`` pairs, converted inputs
-to the backend's tensors of one float dtype and lifted them to 4-D, so a
-primitive never has to check anything. Frameworks are imported inside the
+padding to explicit ``((top, bottom), (left, right))`` pairs in a geometry object
+(:mod:`convlab.geometry`), converted inputs to the backend's tensors of one float
+dtype and lifted them to 4-D, so a primitive never has to check anything. Frameworks are imported inside the
 methods (or in ``__init__``), never at module import, so that registering a
 backend costs nothing.
 
@@ -15,11 +15,13 @@ that raise ``NotImplementedError`` and register the class under the
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence, Tuple
+import functools
+from typing import Any, Callable, Optional, Sequence, Tuple
 
 import numpy as np
 
 from convlab import algorithms
+from convlab.geometry import ConvGeometry, PoolGeometry
 
 Pair = Tuple[int, int]
 Pads = Tuple[Pair, Pair]
@@ -100,81 +102,51 @@ class Backend:
         """Elementwise maximum (pool2d's "shift"); by default from the array-API namespace of ``a``."""
         return a.__array_namespace__().maximum(a, b)
 
-    # -- compute primitives -----------------------------------------------------------------
-    def conv2d(self, x: Any, k: Any, stride: Pair, pads: Pads, dilation: Pair, channels_last: bool) -> Any:
-        """Cross-correlation of a 4-D input with a 4-D kernel, without bias.
+    # -- compute primitives: 4-D tensors in the geometry's layout (see convlab.geometry) ---------------
+    def conv2d(self, x: Any, k: Any, bias: Any, geometry: ConvGeometry) -> Any:
+        """Cross-correlation of a 4-D input with a 4-D kernel, plus ``bias`` (Co,) unless it is None.
 
-        channels_first: x is NCHW and k is OIHW; channels_last: x is NHWC and k is HWIO.
+        channels_first: x is NCHW and k is OIHW; channels_last: x is NHWC and k is HWIO. ``geometry``
+        carries the resolved pads, stride and dilation.
         """
         raise NotImplementedError
 
-    def conv2d_bias(
-        self, x: Any, k: Any, bias: Any, stride: Pair, pads: Pads, dilation: Pair, channels_last: bool
-    ) -> Any:
-        """:meth:`conv2d` plus a bias of shape (Co,); override where the framework fuses the two."""
-        y = self.conv2d(x, k, stride, pads, dilation, channels_last)
-        return y + self.reshape(bias, (1, 1, 1, -1) if channels_last else (1, -1, 1, 1))
-
-    def pool2d(
-        self,
-        x: Any,
-        window: Pair,
-        stride: Pair,
-        pads: Pads,
-        mode: str,
-        count_include_pad: bool,
-        channels_last: bool,
-    ) -> Any:
-        """Max (padding with -inf) or average pooling of a 4-D input."""
+    def pool2d(self, x: Any, geometry: PoolGeometry) -> Any:
+        """Max (padding with -inf) or average pooling of a 4-D input (divided by ``geometry.divisor``)."""
         raise NotImplementedError
 
     # -- repeated calls: the native op with its geometry fixed -------------------------------
-    def conv2d_bound(
-        self, kernel_shape: Tuple[int, ...], stride: Pair, pads: Pads, dilation: Pair, channels_last: bool
-    ) -> Callable[..., Any]:
-        """``run(x, k, bias)``: :meth:`conv2d_bias` (:meth:`conv2d` when bias is None) for one geometry.
+    def conv2d_bound(self, geometry: ConvGeometry) -> Callable[[Any, Any, Any], Any]:
+        """``run(x, k, bias)``: :meth:`conv2d` for one geometry.
 
         The core asks once per call signature and runs it on every later call with 4-D tensors that need no
         conversion; override it to bind the framework's op directly where the microseconds per call count.
         """
+        return functools.partial(self._conv2d_as_bound, geometry=geometry)
 
-        def run(x: Any, k: Any, bias: Any) -> Any:
-            if bias is None:
-                return self.conv2d(x, k, stride, pads, dilation, channels_last)
-            return self.conv2d_bias(x, k, bias, stride, pads, dilation, channels_last)
-
-        return run
-
-    def pool2d_bound(
-        self, window: Pair, stride: Pair, pads: Pads, mode: str, count_include_pad: bool, channels_last: bool
-    ) -> Callable[[Any], Any]:
+    def pool2d_bound(self, geometry: PoolGeometry) -> Callable[[Any], Any]:
         """``run(x)``: :meth:`pool2d` for one geometry (see :meth:`conv2d_bound`)."""
+        return functools.partial(self.pool2d, geometry=geometry)
 
-        def run(x: Any) -> Any:
-            return self.pool2d(x, window, stride, pads, mode, count_include_pad, channels_last)
-
-        return run
+    def _conv2d_as_bound(self, x: Any, k: Any, bias: Any, geometry: ConvGeometry) -> Any:
+        return self.conv2d(x, k, bias, geometry)
 
     # -- alternative formulations (``algorithm=``); generic versions in convlab.algorithms --------
-    def conv2d_shift(
-        self, x: Any, k: Any, bias: Any, stride: Pair, pads: Pads, dilation: Pair, channels_last: bool
-    ) -> Any:
+    def conv2d_shift(self, x: Any, k: Any, bias: Any, geometry: ConvGeometry) -> Any:
         """Shift-and-accumulate over kernel offsets; ``bias`` may be None."""
-        return algorithms.conv2d_shift(self, x, k, bias, stride, pads, dilation, channels_last)
+        return algorithms.conv2d_shift(self, x, k, bias, geometry)
 
-    def conv2d_gemm(
-        self, x: Any, k: Any, bias: Any, stride: Pair, pads: Pads, dilation: Pair, channels_last: bool
-    ) -> Any:
+    def conv2d_gemm(self, x: Any, k: Any, bias: Any, geometry: ConvGeometry) -> Any:
         """One matrix product per kernel offset, accumulated; ``bias`` may be None."""
-        return algorithms.conv2d_gemm(self, x, k, bias, stride, pads, dilation, channels_last)
+        return algorithms.conv2d_gemm(self, x, k, bias, geometry)
 
-    def pool2d_shift(self, x, window, stride, pads, mode, count_include_pad, channels_last) -> Any:
+    def pool2d_shift(self, x: Any, geometry: PoolGeometry) -> Any:
         """:meth:`pool2d` as a maximum or sum of shifted views."""
-        return algorithms.pool2d_shift(self, x, window, stride, pads, mode, count_include_pad, channels_last)
+        return algorithms.pool2d_shift(self, x, geometry)
 
-    def pool2d_layout(self, x, window, stride, pads, mode, count_include_pad, channels_last) -> Any:
+    def pool2d_layout(self, x: Any, geometry: PoolGeometry) -> Any:
         """:meth:`pool2d` computed in the other memory layout."""
-        return algorithms.pool2d_layout(self, x, window, stride, pads, mode, count_include_pad, channels_last)
+        return algorithms.pool2d_layout(self, x, geometry)
 
     def equivalence_settings(self) -> dict:
         """Make results reproducible for the equivalence checks (TF32 off, deterministic algorithms on)
@@ -190,7 +162,7 @@ class Backend:
         """
         raise NotImplementedError
 
-    def conv2d_layer(self, config: dict, weight: np.ndarray, bias: np.ndarray | None) -> Any:
+    def conv2d_layer(self, config: dict, weight: np.ndarray, bias: Optional[np.ndarray]) -> Any:
         """A native trainable layer; ``config`` holds the keyword arguments of :func:`convlab.conv2d`."""
         raise NotImplementedError
 

@@ -4,20 +4,22 @@ The core validates the configuration and draws the initial weights from
 ``numpy.random.default_rng(seed)``, so a seed gives the same weights on every
 backend; the backend wraps them in its own layer type (a ``torch.nn.Module``,
 a Keras ``Layer``, a Gluon ``HybridBlock``, a JAX pytree, or the plain classes
-below on NumPy), whose forward pass calls :func:`convlab.conv2d` /
+of :mod:`convlab.numpy_backend` on NumPy), whose forward pass calls :func:`convlab.conv2d` /
 :func:`convlab.pool2d`.
 """
 
 from __future__ import annotations
 
-from typing import Any, Optional, Tuple
+import functools
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 
-from convlab.arguments import IntOrPair, Padding, check_data_format, to_pair
+from convlab.arguments import IntOrPair, Padding, check_data_format, freeze, to_pair
 from convlab.backend import Backend
+from convlab.dispatch import BackendArg
 from convlab.errors import ConvlabTypeError, ConvlabValueError
-from convlab.ops import BackendArg, _freeze, _geometry, _pool_geometry, conv2d, conv2d_vjp, pool2d
+from convlab.geometry import conv_geometry, pool_geometry
 from convlab.registry import default_backend_name, get_backend
 
 
@@ -74,7 +76,7 @@ def Conv2D(
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
         raise ConvlabTypeError(f"seed must be an int or None, got {seed!r}")
     channels_last = check_data_format(data_format)
-    config = dict(stride=_freeze(stride), padding=_freeze(padding), dilation=_freeze(dilation), data_format=data_format)
+    config = dict(stride=freeze(stride), padding=freeze(padding), dilation=freeze(dilation), data_format=data_format)
     # Validate the configuration now against the smallest input it accepts, not at the first call.
     to_pair("stride", config["stride"])
     dilation_pair = to_pair("dilation", config["dilation"])
@@ -83,7 +85,7 @@ def Conv2D(
     weight, bias_values = initial_weights(kernel, in_channels, out_channels, bool(bias), seed)
     if channels_last:
         weight = np.ascontiguousarray(weight.transpose(2, 3, 1, 0))
-    _geometry(x_shape, weight.shape, None, config["stride"], config["padding"], config["dilation"], data_format)
+    conv_geometry(x_shape, weight.shape, **config)
     return _backend(backend).conv2d_layer(config, weight, bias_values)
 
 
@@ -94,20 +96,20 @@ def _backend(backend: BackendArg) -> Backend:
 
 
 def _pool_layer(mode: str, pool_size, stride, padding, count_include_pad, data_format, backend) -> Any:
-    window = to_pair("pool_size", _freeze(pool_size))
-    stride = window if stride is None else _freeze(stride)
+    window = to_pair("pool_size", freeze(pool_size))
+    stride = window if stride is None else freeze(stride)
     if not isinstance(count_include_pad, (bool, np.bool_)):
         raise ConvlabTypeError(f"count_include_pad must be True or False, got {count_include_pad!r}")
     channels_last = check_data_format(data_format)
     stride_pair = to_pair("stride", stride)
     # A padded window must still see one real pixel; check with the smallest input that fits.
     smallest = (1, 1) + window if not channels_last else (1,) + window + (1,)
-    _pool_geometry(smallest, window, mode, stride_pair, _freeze(padding), data_format)
+    pool_geometry(smallest, window, mode, stride=stride_pair, padding=freeze(padding), data_format=data_format)
     config = dict(
         pool_size=window,
         mode=mode,
         stride=stride_pair,
-        padding=_freeze(padding),
+        padding=freeze(padding),
         count_include_pad=bool(count_include_pad),
         data_format=data_format,
     )
@@ -151,39 +153,32 @@ def AvgPool2D(
     return _pool_layer("avg", pool_size, stride, padding, count_include_pad, data_format, backend)
 
 
-class NumpyConv2D:
-    """Conv2D on the NumPy backend: ``weight`` and ``bias`` are plain arrays you may update in place.
+def lazy_classes(module: str, build: Callable[[], Dict[str, type]]) -> Tuple[Callable[[], Dict[str, type]], Any]:
+    """``(classes, __getattr__)`` for an adapter's layer classes, built (and the framework imported) on first use.
 
-    ``backward(X, dY)`` returns the gradients ``(dX, dweight, dbias)`` from :func:`convlab.conv2d_vjp`.
+    ``build()`` returns the classes by name; ``classes()`` builds them once; the module ``__getattr__`` hands them
+    out as ``<module>.<name>``, where pickle and Keras' registry find them.
+
+    Example:
+        >>> classes, __getattr__ = lazy_classes(__name__, lambda: {"Plain": type("Plain", (), {})})
+        >>> __getattr__("Plain").__qualname__
+        'Plain'
     """
 
-    def __init__(self, config: dict, weight: np.ndarray, bias: Optional[np.ndarray]):
-        self.config = dict(config)
-        self.weight = weight
-        self.bias = bias
+    @functools.lru_cache(maxsize=None)
+    def classes() -> Dict[str, type]:
+        built = build()
+        for name, cls in built.items():
+            cls.__qualname__ = cls.__name__ = name  # why: found as <module>.<name> through __getattr__
+            cls.__module__ = module
+        return built
 
-    def __call__(self, X: Any) -> np.ndarray:
-        return conv2d(X, self.weight, self.bias, backend="numpy", **self.config)
+    def __getattr__(name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(f"module {module!r} has no attribute {name!r}")
+        try:
+            return classes()[name]
+        except KeyError:
+            raise AttributeError(f"module {module!r} has no attribute {name!r}") from None
 
-    def backward(self, X: Any, dY: Any) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
-        dX, dweight, dbias = conv2d_vjp(X, self.weight, dY, backend="numpy", **self.config)
-        return dX, dweight, (dbias if self.bias is not None else None)
-
-    def parameters(self) -> list:
-        return [self.weight] if self.bias is None else [self.weight, self.bias]
-
-    def __repr__(self) -> str:
-        return f"NumpyConv2D(weight shape {self.weight.shape}, bias={self.bias is not None}, {self.config})"
-
-
-class NumpyPool2D:
-    """MaxPool2D / AvgPool2D on the NumPy backend."""
-
-    def __init__(self, config: dict):
-        self.config = dict(config)
-
-    def __call__(self, X: Any) -> np.ndarray:
-        return pool2d(X, backend="numpy", **self.config)
-
-    def __repr__(self) -> str:
-        return f"NumpyPool2D({self.config})"
+    return classes, __getattr__

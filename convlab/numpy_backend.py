@@ -7,12 +7,14 @@ blocks; many channels do one matrix product per kernel offset (BLAS).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence, Tuple
+from typing import Any, Callable, Optional, Sequence, Tuple
 
 import numpy as np
 
-from convlab.backend import Backend, Pads, Pair
+from convlab import algorithms, ops
+from convlab.backend import Backend, Pair
 from convlab.errors import ConvlabValueError
+from convlab.geometry import ConvGeometry, PoolGeometry, taps
 
 #: below this many (in, out) channel pairs, shift-and-accumulate beats a matrix product per offset
 GEMM_MIN_CHANNEL_PAIRS = 16
@@ -67,93 +69,65 @@ class NumpyBackend(Backend):
     def sum(self, x: np.ndarray, axes: Sequence[int]) -> np.ndarray:
         return x.sum(axis=tuple(axes))
 
-    def conv2d(self, x: np.ndarray, k: np.ndarray, stride: Pair, pads: Pads, dilation: Pair, channels_last: bool):
-        if channels_last:  # compute in NCHW on views, hand back NHWC
-            y = self.conv2d(x.transpose(0, 3, 1, 2), k.transpose(3, 2, 0, 1), stride, pads, dilation, False)
+    def conv2d(self, x: np.ndarray, k: np.ndarray, bias: Any, geometry: ConvGeometry) -> np.ndarray:
+        formulation = _conv_shift if geometry.in_channels * geometry.out_channels < GEMM_MIN_CHANNEL_PAIRS else _conv_gemm
+        return _in_nchw(formulation, x, k, bias, geometry)
+
+    def conv2d_shift(self, x, k, bias, geometry):
+        return _in_nchw(_conv_shift, x, k, bias, geometry)
+
+    def conv2d_gemm(self, x, k, bias, geometry):
+        return _in_nchw(_conv_gemm, x, k, bias, geometry)
+
+    def pool2d(self, x: np.ndarray, geometry: PoolGeometry) -> np.ndarray:
+        g = geometry
+        if g.channels_last:  # compute in NCHW on a view, hand back NHWC
+            y = self.pool2d(x.transpose(0, 3, 1, 2), algorithms.other_layout(g))
             return np.ascontiguousarray(y.transpose(0, 2, 3, 1))
-        out_channels, in_channels = k.shape[:2]
-        if out_channels * in_channels < GEMM_MIN_CHANNEL_PAIRS:
-            return _conv_shift(x, k, stride, pads, dilation)
-        return _conv_gemm(x, k, stride, pads, dilation)
-
-    def conv2d_shift(self, x, k, bias, stride, pads, dilation, channels_last):
-        return _with_bias(self._in_nchw(_conv_shift, x, k, stride, pads, dilation, channels_last), bias, channels_last)
-
-    def conv2d_gemm(self, x, k, bias, stride, pads, dilation, channels_last):
-        return _with_bias(self._in_nchw(_conv_gemm, x, k, stride, pads, dilation, channels_last), bias, channels_last)
-
-    def _in_nchw(self, formulation, x, k, stride, pads, dilation, channels_last):
-        if not channels_last:
-            return formulation(x, k, stride, pads, dilation)
-        y = formulation(x.transpose(0, 3, 1, 2), k.transpose(3, 2, 0, 1), stride, pads, dilation)
-        return np.ascontiguousarray(y.transpose(0, 2, 3, 1))
-
-    def pool2d(self, x, window, stride, pads, mode, count_include_pad, channels_last):
-        if channels_last:
-            y = self.pool2d(x.transpose(0, 3, 1, 2), window, stride, pads, mode, count_include_pad, False)
-            return np.ascontiguousarray(y.transpose(0, 2, 3, 1))
-        (top, bottom), (left, right) = pads
-        fill = -np.inf if mode == "max" else 0.0
-        padded = self.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)), fill)
-        out_h, out_w = _out_hw(x.shape[2:], pads, window, stride, (1, 1))
-        combine = np.maximum if mode == "max" else np.add
+        padded = self.pad(x, ((0, 0), (0, 0)) + g.pads, g.fill)
+        (out_h, out_w), (sh, sw) = g.out_hw, g.stride
+        combine = np.maximum if g.mode == "max" else np.add
         y = None
-        for i in range(window[0]):
-            for j in range(window[1]):
-                patch = padded[:, :, _rows(i, out_h, stride[0]), _rows(j, out_w, stride[1])]
+        for i in range(g.window[0]):
+            for j in range(g.window[1]):
+                patch = padded[:, :, taps(i, out_h, sh), taps(j, out_w, sw)]
                 y = patch.copy() if y is None else combine(y, patch, out=y)
-        if mode == "max":
+        if g.mode == "max":
             return y
-        if count_include_pad or top + bottom + left + right == 0:
-            y /= y.dtype.type(window[0] * window[1])
-            return y
-        ones = np.pad(np.ones(x.shape[2:], dtype=y.dtype), ((top, bottom), (left, right)))
-        counts = sum(
-            ones[_rows(i, out_h, stride[0]), _rows(j, out_w, stride[1])]
-            for i in range(window[0])
-            for j in range(window[1])
-        )
-        y /= counts
+        divisor = g.divisor
+        y /= y.dtype.type(divisor) if isinstance(divisor, float) else divisor.astype(y.dtype)
         return y
 
     def value_and_grad(self, fn: Callable[[list], Any]) -> Callable[[list], Tuple[Any, list]]:
         raise ConvlabValueError("the numpy backend has no automatic differentiation; use gradient='analytic'")
 
-    def conv2d_layer(self, config: dict, weight: np.ndarray, bias):
-        from convlab.layers import NumpyConv2D
-
+    def conv2d_layer(self, config: dict, weight: np.ndarray, bias: Optional[np.ndarray]) -> "NumpyConv2D":
         return NumpyConv2D(config, weight, bias)
 
-    def pool2d_layer(self, config: dict):
-        from convlab.layers import NumpyPool2D
-
+    def pool2d_layer(self, config: dict) -> "NumpyPool2D":
         return NumpyPool2D(config)
 
 
-def _rows(offset: int, count: int, stride: int) -> slice:
-    return slice(offset, offset + (count - 1) * stride + 1, stride)
-
-
-def _out_hw(spatial, pads, window, stride, dilation):
-    return tuple(
-        (size + p[0] + p[1] - d * (w - 1) - 1) // s + 1
-        for size, p, w, s, d in zip(spatial, pads, window, stride, dilation)
-    )
-
-
-def _with_bias(y: np.ndarray, bias, channels_last: bool) -> np.ndarray:
+def _in_nchw(formulation: Callable[..., np.ndarray], x, k, bias, geometry: ConvGeometry) -> np.ndarray:
+    """Run an NCHW formulation on views of channels-last data, add the bias, hand back the caller's layout."""
+    g = geometry
+    if g.channels_last:
+        y = formulation(x.transpose(0, 3, 1, 2), k.transpose(3, 2, 0, 1), g)
+        y = np.ascontiguousarray(y.transpose(0, 2, 3, 1))
+    else:
+        y = formulation(x, k, g)
     if bias is not None:
-        y += bias.reshape((1, 1, 1, -1) if channels_last else (1, -1, 1, 1))
+        y += bias.reshape((1, 1, 1, -1) if g.channels_last else (1, -1, 1, 1))
     return y
 
 
-def _conv_shift(x, k, stride, pads, dilation):
+def _conv_shift(x, k, geometry: ConvGeometry):
     """Shift-and-accumulate over kernel offsets and channel pairs, one block of output rows at a time."""
-    (top, bottom), (left, right) = pads
-    padded = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right))) if top + bottom + left + right else x
+    stride, dilation = geometry.stride, geometry.dilation
+    padded = np.pad(x, ((0, 0), (0, 0)) + geometry.pads) if geometry.padded else x
     batch, in_channels = x.shape[:2]
     out_channels, _, kernel_h, kernel_w = k.shape
-    out_h, out_w = _out_hw(x.shape[2:], pads, (kernel_h, kernel_w), stride, dilation)
+    out_h, out_w = geometry.out_hw
     y = np.zeros((batch, out_channels, out_h, out_w), dtype=np.result_type(x, k))
     weights = k.tolist()  # Python floats: a scalar multiply without a 0-d array per call
     row_bytes = max(batch * out_w * y.itemsize, 1)
@@ -166,7 +140,7 @@ def _conv_shift(x, k, stride, pads, dilation):
             first_row = start * stride[0] + i * dilation[0]
             rows = slice(first_row, first_row + (stop - start - 1) * stride[0] + 1, stride[0])
             for j in range(kernel_w):
-                cols = _rows(j * dilation[1], out_w, stride[1])
+                cols = taps(j * dilation[1], out_w, stride[1])
                 for c in range(in_channels):
                     patch = padded[:, c, rows, cols]
                     for o in range(out_channels):
@@ -176,17 +150,17 @@ def _conv_shift(x, k, stride, pads, dilation):
     return y
 
 
-def _conv_gemm(x, k, stride, pads, dilation):
+def _conv_gemm(x, k, geometry: ConvGeometry):
     """One matrix product per kernel offset on an NHWC copy of the padded input."""
-    (top, bottom), (left, right) = pads
+    stride, dilation, ((top, bottom), (left, right)) = geometry.stride, geometry.dilation, geometry.pads
     batch, in_channels, height, width = x.shape
     out_channels, _, kernel_h, kernel_w = k.shape
-    out_h, out_w = _out_hw((height, width), pads, (kernel_h, kernel_w), stride, dilation)
+    out_h, out_w = geometry.out_hw
     dtype = np.result_type(x, k)
     padded_h, padded_w = height + top + bottom, width + left + right
     nhwc = np.zeros((batch, padded_h, padded_w, in_channels), dtype=dtype)
     nhwc[:, top : top + height, left : left + width, :] = x.transpose(0, 2, 3, 1)
-    taps = np.ascontiguousarray(k.transpose(2, 3, 1, 0), dtype=dtype)  # (kh, kw, C, O)
+    weights = np.ascontiguousarray(k.transpose(2, 3, 1, 0), dtype=dtype)  # (kh, kw, C, O)
     tmp = None
     if stride == (1, 1):
         # Stride 1: with the whole batch flattened to rows of pixels, the window at offset (i, j) is one
@@ -200,15 +174,53 @@ def _conv_gemm(x, k, stride, pads, dilation):
         for i in range(kernel_h):
             for j in range(kernel_w):
                 start = i * dilation[0] * padded_w + j * dilation[1]
-                np.matmul(flat[start : start + rows], taps[i, j], out=tmp)
+                np.matmul(flat[start : start + rows], weights[i, j], out=tmp)
                 y[:rows] += tmp
         y = y.reshape(batch, padded_h, padded_w, out_channels)[:, :out_h, :out_w]
     else:
         y = np.zeros((batch * out_h * out_w, out_channels), dtype=dtype)
         for i in range(kernel_h):
             for j in range(kernel_w):
-                window = nhwc[:, _rows(i * dilation[0], out_h, stride[0]), _rows(j * dilation[1], out_w, stride[1])]
-                product = np.ascontiguousarray(window).reshape(-1, in_channels) @ taps[i, j]
+                window = nhwc[:, taps(i * dilation[0], out_h, stride[0]), taps(j * dilation[1], out_w, stride[1])]
+                product = np.ascontiguousarray(window).reshape(-1, in_channels) @ weights[i, j]
                 y += product
         y = y.reshape(batch, out_h, out_w, out_channels)
     return np.ascontiguousarray(y.transpose(0, 3, 1, 2))
+
+
+class NumpyConv2D:
+    """Conv2D on the NumPy backend: ``weight`` and ``bias`` are plain arrays you may update in place.
+
+    ``backward(X, dY)`` returns the gradients ``(dX, dweight, dbias)`` from :func:`convlab.conv2d_vjp`.
+    """
+
+    def __init__(self, config: dict, weight: np.ndarray, bias: Optional[np.ndarray]):
+        self.config = dict(config)
+        self.weight = weight
+        self.bias = bias
+
+    def __call__(self, X: Any) -> np.ndarray:
+        return ops.conv2d(X, self.weight, self.bias, backend="numpy", **self.config)
+
+    def backward(self, X: Any, dY: Any) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
+        dX, dweight, dbias = ops.conv2d_vjp(X, self.weight, dY, backend="numpy", **self.config)
+        return dX, dweight, (dbias if self.bias is not None else None)
+
+    def parameters(self) -> list:
+        return [self.weight] if self.bias is None else [self.weight, self.bias]
+
+    def __repr__(self) -> str:
+        return f"NumpyConv2D(weight shape {self.weight.shape}, bias={self.bias is not None}, {self.config})"
+
+
+class NumpyPool2D:
+    """MaxPool2D / AvgPool2D on the NumPy backend."""
+
+    def __init__(self, config: dict):
+        self.config = dict(config)
+
+    def __call__(self, X: Any) -> np.ndarray:
+        return ops.pool2d(X, backend="numpy", **self.config)
+
+    def __repr__(self) -> str:
+        return f"NumpyPool2D({self.config})"

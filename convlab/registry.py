@@ -12,7 +12,7 @@ import contextvars
 import os
 import sys
 from importlib import metadata
-from typing import Any, Callable, Dict, Iterator, Optional, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Union
 
 import numpy as np
 
@@ -21,16 +21,20 @@ from convlab.errors import BackendNotAvailableError, ConvlabTypeError
 
 ENTRY_POINT_GROUP = "convlab.backends"
 
-#: where to get the backends convlab knows about, for the error message
-KNOWN_PACKAGES = {
-    "numpy": "convlab",
-    "torch": "convlab-torch (pip install ./backends/torch)",
-    "tensorflow": "convlab-tensorflow (pip install ./backends/tensorflow)",
-    "jax": "convlab-jax (pip install ./backends/jax)",
-    "mxnet": "convlab-mxnet (pip install ./backends/mxnet, in an environment with numpy<1.24)",
-}
+#: top-level modules of tensor libraries: an unclaimed tensor of one is an error, never converted silently
+_TENSOR_LIBRARIES = ("torch", "tensorflow", "keras", "jax", "jaxlib", "mxnet", "dask")
 
-_factories: Dict[str, Callable[[], Backend]] = {}
+
+def install_hint(name: str) -> str:
+    """What to install for backend ``name``: its distribution, by the plugin naming rule."""
+    if name == "numpy":
+        return "convlab"
+    return f"convlab-{name} (pip install convlab-{name}, or ./backends/{name} from a source checkout)"
+
+
+_factories: Dict[str, Callable[[], Any]] = {}  # registered factories, and entry points once loaded
+_entry_points: Dict[str, Any] = {}  # entry points not loaded yet (importlib.metadata's or the backport's)
+_listeners: List[Callable[[], Any]] = []
 _instances: Dict[str, Backend] = {}
 _by_type: Dict[type, Optional[Backend]] = {}
 _entry_points_loaded = False
@@ -56,11 +60,21 @@ def register_backend(name: str, factory: Callable[[], Backend]) -> None:
         raise ConvlabTypeError(f"factory must be callable, got {factory!r}")
     _load_entry_points()
     _factories[name] = factory
+    _entry_points.pop(name, None)
     _instances.pop(name, None)
     _by_type.clear()
-    from convlab.ops import _PLANS
+    for callback in _listeners:
+        callback()
 
-    _PLANS.clear()
+
+def on_change(callback: Callable[[], Any]) -> None:
+    """Call ``callback()`` whenever a backend is registered or replaced (the dispatcher drops its plans)."""
+    _listeners.append(callback)
+
+
+def cached_owner(kind: type) -> Optional[Backend]:
+    """The backend owning tensors of type ``kind`` if :func:`backend_of` has seen one, else None."""
+    return _by_type.get(kind)
 
 
 def _load_entry_points() -> None:
@@ -69,7 +83,8 @@ def _load_entry_points() -> None:
         return
     _entry_points_loaded = True
     for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP):
-        _factories.setdefault(entry_point.name, entry_point)
+        if entry_point.name not in _factories:
+            _entry_points.setdefault(entry_point.name, entry_point)
     # The reference backend is always there, even when the distribution metadata is not (a source checkout).
     from convlab.numpy_backend import NumpyBackend
 
@@ -84,26 +99,45 @@ def get_backend(name: str) -> Backend:
     _load_entry_points()
     if not isinstance(name, str):
         raise ConvlabTypeError(f"backend must be a name (str) such as 'torch', got {name!r}")
-    factory = _factories.get(name)
-    if factory is None:
-        hint = KNOWN_PACKAGES.get(name)
-        if hint:
-            raise BackendNotAvailableError(f"backend {name!r} is not installed: install {hint}")
-        raise BackendNotAvailableError(f"unknown backend {name!r}; installed backends: {sorted(_factories)}")
+    factory = _factory(name)
     try:
-        if isinstance(factory, metadata.EntryPoint):
-            factory = _factories[name] = factory.load()
         made = factory()
         # A factory may be the class itself or a function returning a class or an instance.
         backend = made() if isinstance(made, type) else made
         backend.version()  # imports the framework: fail here, with the package to install
     except ImportError as error:
-        hint = KNOWN_PACKAGES.get(name, f"the framework of backend {name!r}")
+        package = getattr(factory, "package", "") or install_hint(name)
         raise BackendNotAvailableError(
-            f"backend {name!r} cannot import its framework ({error}); install {hint}"
+            f"backend {name!r} cannot import its framework ({error}); install the dependencies of {package}"
         ) from error
     _instances[name] = backend
     return backend
+
+
+def _factory(name: str) -> Callable[[], Any]:
+    """The factory registered as ``name``, loading its entry point (the adapter module only) on first use."""
+    factory = _factories.get(name)
+    if factory is not None:
+        return factory
+    entry_point = _entry_points.get(name)
+    if entry_point is None:
+        if name in _TENSOR_LIBRARIES:
+            raise BackendNotAvailableError(f"backend {name!r} is not installed: install {install_hint(name)}")
+        raise BackendNotAvailableError(f"unknown backend {name!r}; installed backends: {names()}")
+    try:
+        factory = entry_point.load()
+    except ImportError as error:
+        distribution = getattr(getattr(entry_point, "dist", None), "name", None) or install_hint(name)
+        raise BackendNotAvailableError(f"backend {name!r} cannot be loaded ({error}); reinstall {distribution}") from error
+    _factories[name] = factory
+    del _entry_points[name]
+    return factory
+
+
+def names() -> List[str]:
+    """The names of every registered backend, installed or not yet imported."""
+    _load_entry_points()
+    return sorted(set(_factories) | set(_entry_points))
 
 
 def backends() -> Dict[str, str]:
@@ -114,9 +148,8 @@ def backends() -> Dict[str, str]:
         >>> "numpy" in cl.backends()
         True
     """
-    _load_entry_points()
     found = {}
-    for name in sorted(_factories):
+    for name in names():
         try:
             found[name] = get_backend(name).version()
         except BackendNotAvailableError as error:
@@ -170,39 +203,28 @@ def backend_of(x: Any) -> Optional[Backend]:
         pass
     owner = None
     if not isinstance(x, _NEUTRAL_TYPES):
-        _load_entry_points()
-        for name, factory in list(_factories.items()):
+        for name in names():
             if name == "numpy":
                 continue
-            modules = _framework_modules(name, factory)
-            if modules is not None and not any(m in sys.modules for m in modules):
-                continue  # that framework is not even imported: x cannot be one of its tensors
             try:
+                modules = getattr(_factory(name), "framework_modules", None)
+                if modules is not None and not any(m in sys.modules for m in modules):
+                    continue  # that framework is not even imported: x cannot be one of its tensors
                 backend = get_backend(name)
             except BackendNotAvailableError:
                 continue
             if backend.is_tensor(x):
                 owner = backend
                 break
-        root = kind.__module__.split(".")[0] if owner is None else ""
-        if root in ("torch", "tensorflow", "keras", "jax", "jaxlib", "mxnet"):
-            framework = "tensorflow" if root == "keras" else "jax" if root == "jaxlib" else root
+        root = kind.__module__.split(".")[0]
+        if owner is None and root in _TENSOR_LIBRARIES:
+            framework = {"keras": "tensorflow", "jaxlib": "jax"}.get(root, root)
             raise BackendNotAvailableError(
                 f"got a {kind.__module__}.{kind.__name__} but no convlab backend for it is installed: "
-                f"install {KNOWN_PACKAGES[framework]}"
+                f"install {install_hint(framework)}"
             )
     _by_type[kind] = owner
     return owner
-
-
-def _framework_modules(name: str, factory: Callable[[], Any]) -> Optional[tuple]:
-    """The modules a backend's tensors come from, without importing its framework."""
-    if name in _instances:
-        return _instances[name].framework_modules
-    if isinstance(factory, metadata.EntryPoint):
-        factory = factory.load()  # imports the adapter module only: adapters import frameworks lazily
-        _factories[name] = factory
-    return getattr(factory, "framework_modules", None)
 
 
 def select_backend(inputs: tuple, names: tuple, backend: Union[str, Backend, None]) -> Backend:

@@ -35,6 +35,7 @@ import numpy as np
 
 import convlab as cl
 from convlab.errors import ConvlabValueError
+from convlab.geometry import pool_geometry
 from convlab.registry import backend_of, get_backend
 
 #: bump when a case changes meaning; part of the fingerprint
@@ -637,14 +638,7 @@ def _power_of_two(n: int) -> bool:
 def _pool2d_vjp_reference(X, dY, pool_size, mode="max", stride=1, padding=0, count_include_pad=True):
     """Gradient of sum(pool2d(X) * dY) w.r.t. X in float64: dY routed to each window's (first) maximum,
     or spread evenly over the window for average pooling."""
-    geometry = cl.ops._pool_geometry(
-        X.shape,
-        cl.arguments._freeze(pool_size),
-        mode,
-        cl.arguments._freeze(stride),
-        cl.arguments._freeze(padding),
-        "channels_first",
-    )
+    geometry = pool_geometry(X.shape, pool_size, mode, stride=stride, padding=padding)
     (top, bottom), (left, right) = geometry.pads
     (kh, kw), (sh, sw) = geometry.window, geometry.stride
     out_h, out_w = dY.shape[2:]

@@ -10,7 +10,9 @@ import numpy as np
 from convlab.arguments import to_pair
 from convlab.errors import ConvlabTypeError, ConvlabValueError
 from convlab.layers import initial_weights
-from convlab.ops import BackendArg, _geometry, _inputs, _prepare, _run_conv, conv2d_vjp
+from convlab.dispatch import BackendArg, inputs, prepare
+from convlab.geometry import conv_geometry
+from convlab.ops import conv2d, conv2d_vjp
 
 GRADIENTS = ("autodiff", "analytic")
 
@@ -56,7 +58,7 @@ def train_kernel(
         >>> result.losses[-1] < result.losses[0]
         True
     """
-    chosen, items = _inputs(backend, X=X, Y=Y)
+    chosen, (x_in, y_in) = inputs(backend, ("X", "Y"), (X, Y))
     kernel = to_pair("kernel_size", kernel_size)
     if gradient not in GRADIENTS:
         raise ConvlabValueError(f"gradient must be one of {GRADIENTS}, got {gradient!r}")
@@ -66,26 +68,25 @@ def train_kernel(
         raise ConvlabTypeError(f"lr must be a finite number, got {lr!r}")
     if callback is not None and not callable(callback):
         raise ConvlabTypeError(f"callback must be callable, got {callback!r}")
-    x_in, y_in = items["X"], items["Y"]
     if len(x_in.shape) not in (2, 4) or (len(x_in.shape) == 4 and x_in.shape[1] != 1):
         raise ConvlabValueError(f"train_kernel needs X of shape (H, W) or (N, 1, H, W); got X of shape {x_in.shape}")
     weight_np, bias_np = initial_weights(kernel, 1, 1, bool(bias), seed)
     if len(x_in.shape) == 2:
         weight_np = weight_np.reshape(kernel)
-    geometry = _geometry(x_in.shape, weight_np.shape, None, 1, 0, 1, "channels_first")
+    geometry = conv_geometry(x_in.shape, weight_np.shape)
     if y_in.shape != geometry.out:
         raise ConvlabValueError(
             f"Y must have the output shape {geometry.out} of X of shape {x_in.shape} under a {kernel} kernel; "
             f"got Y of shape {y_in.shape}"
         )
-    (x, y), dtype = _prepare(chosen, (x_in, y_in), ("X", "Y"))
+    (x, y), dtype = prepare(chosen, X=x_in.value, Y=y_in.value)
     params = [chosen.asarray(weight_np, dtype)]
     if bias_np is not None:
         params.append(chosen.asarray(bias_np, dtype))
     everything = tuple(range(len(geometry.out)))
 
     def loss_of(current: list) -> Any:
-        residual = _run_conv(chosen, x, current[0], current[1] if len(current) > 1 else None, geometry) - y
+        residual = conv2d(x, current[0], current[1] if len(current) > 1 else None, backend=chosen) - y
         return chosen.sum(residual * residual, everything)
 
     used = gradient if chosen.has_autodiff else "analytic"
@@ -95,7 +96,7 @@ def train_kernel(
         if step is not None:
             loss, grads = step(params)
         else:
-            residual = _run_conv(chosen, x, params[0], params[1] if len(params) > 1 else None, geometry) - y
+            residual = conv2d(x, params[0], params[1] if len(params) > 1 else None, backend=chosen) - y
             loss = chosen.sum(residual * residual, everything)
             _, grad_kernel, grad_bias = conv2d_vjp(x, params[0], 2 * residual, backend=chosen)
             grads = [grad_kernel, grad_bias][: len(params)]

@@ -26,7 +26,7 @@ CASES = [
 
 
 def _pads(x_shape, k_shape, stride, padding, dilation):
-    geometry = cl.ops._geometry(x_shape, k_shape, None, stride, padding, dilation, "channels_first")
+    geometry = cl.geometry.conv_geometry(x_shape, k_shape, stride=stride, padding=padding, dilation=dilation)
     return geometry.stride, geometry.pads, geometry.dilation
 
 

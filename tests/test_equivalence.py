@@ -5,6 +5,8 @@ from __future__ import annotations
 import pickle
 import zipfile
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -29,10 +31,11 @@ class OffByOnePad(NumpyBackend):
 
     name = "broken-pad"
 
-    def conv2d(self, x, k, stride, pads, dilation, channels_last):
-        (top, bottom), cols = pads
-        shifted = ((top + 1, max(bottom - 1, 0)) if top + bottom else (0, 0), cols)
-        return super().conv2d(x, k, stride, shifted, dilation, channels_last)
+    def conv2d(self, x, k, bias, geometry):
+        (top, bottom), cols = geometry.pads
+        if bottom:  # the same total, one row moved to the top: the output keeps its shape
+            geometry = dataclasses.replace(geometry, pads=((top + 1, bottom - 1), cols))
+        return super().conv2d(x, k, bias, geometry)
 
 
 class FlippedKernel(NumpyBackend):
@@ -40,9 +43,9 @@ class FlippedKernel(NumpyBackend):
 
     name = "broken-flip"
 
-    def conv2d(self, x, k, stride, pads, dilation, channels_last):
-        axes = (0, 1) if channels_last else (2, 3)
-        return super().conv2d(x, np.flip(k, axes), stride, pads, dilation, channels_last)
+    def conv2d(self, x, k, bias, geometry):
+        axes = (0, 1) if geometry.channels_last else (2, 3)
+        return super().conv2d(x, np.flip(k, axes), bias, geometry)
 
 
 class SloppyAverage(NumpyBackend):
@@ -50,8 +53,8 @@ class SloppyAverage(NumpyBackend):
 
     name = "broken-avg"
 
-    def pool2d(self, x, window, stride, pads, mode, count_include_pad, channels_last):
-        return super().pool2d(x, window, stride, pads, mode, True, channels_last)
+    def pool2d(self, x, geometry):
+        return super().pool2d(x, dataclasses.replace(geometry, count_include_pad=True))
 
 
 @pytest.mark.parametrize("broken", [OffByOnePad, FlippedKernel, SloppyAverage])

@@ -24,7 +24,7 @@ def _pads(padding, x_shape, k_shape, stride, dilation):
     d = dilation if isinstance(dilation, tuple) else (dilation, dilation)
     if padding == "same":
         return s, tuple(reference.same_pads(n, k, st, di) for n, k, st, di in zip(x_shape[2:], k_shape[2:], s, d)), d
-    geometry = cl.ops._geometry(x_shape, k_shape, None, stride, padding, dilation, "channels_first")
+    geometry = cl.geometry.conv_geometry(x_shape, k_shape, stride=stride, padding=padding, dilation=dilation)
     return s, geometry.pads, d
 
 

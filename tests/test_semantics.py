@@ -280,11 +280,10 @@ def test_bound_conv2d_equals_the_primitive(backend, pads, stride, dilation, with
     X, K = integer_inputs((2, 3, 7, 8), (4, 3, 3, 2), seed=5)
     x, k = backend.asarray(X, "float32"), backend.asarray(K, "float32")
     bias = backend.asarray(np.array([1, -2, 0, 3], np.float32), "float32") if with_bias else None
-    bound = backend.conv2d_bound(K.shape, stride, pads, dilation, False)(x, k, bias)
-    if with_bias:
-        direct = backend.conv2d_bias(x, k, bias, stride, pads, dilation, False)
-    else:
-        direct = backend.conv2d(x, k, stride, pads, dilation, False)
+    bias_shape = (4,) if with_bias else None
+    geometry = cl.geometry.conv_geometry(X.shape, K.shape, bias_shape, stride=stride, padding=pads, dilation=dilation)
+    bound = backend.conv2d_bound(geometry)(x, k, bias)
+    direct = backend.conv2d(x, k, bias, geometry)
     np.testing.assert_array_equal(backend.to_numpy(bound), backend.to_numpy(direct))
     bias_values = np.array([1, -2, 0, 3], np.float32) if with_bias else None
     expected = reference.conv2d(X, K, bias_values, stride, pads, dilation)
@@ -296,6 +295,7 @@ def test_bound_conv2d_equals_the_primitive(backend, pads, stride, dilation, with
 def test_bound_pool2d_equals_the_primitive(backend, mode, count_include_pad, pads):
     X, _ = integer_inputs((2, 3, 7, 8), (1, 1, 1, 1), seed=6)
     x = backend.asarray(X, "float32")
-    arguments = ((3, 2), (2, 1), pads, mode, count_include_pad, False)
-    bound = backend.pool2d_bound(*arguments)(x)
-    np.testing.assert_array_equal(backend.to_numpy(bound), backend.to_numpy(backend.pool2d(x, *arguments)))
+    geometry = cl.geometry.pool_geometry(X.shape, (3, 2), mode, stride=(2, 1), padding=pads,
+                                         count_include_pad=count_include_pad)  # fmt: skip
+    bound = backend.pool2d_bound(geometry)(x)
+    np.testing.assert_array_equal(backend.to_numpy(bound), backend.to_numpy(backend.pool2d(x, geometry)))

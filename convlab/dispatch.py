@@ -1,0 +1,334 @@
+"""One dispatcher for every public operation: a call's key selects a cached, ready-to-run plan.
+
+A public operation is an :class:`Operation`: the names of its tensor inputs and a ``plan`` function that,
+given a :class:`Call` (the chosen backend and the described inputs), validates the call and returns a
+closure ``run(*values)``. :func:`dispatch` computes the key of a call (the operation, ``backend=``, each
+input's type, shape and dtype, and the other arguments), runs the cached closure for it, and builds one
+on a miss. Validation, dtype promotion, conversion, lifting to 4-D and the choice of algorithm happen
+once per key; a repeated call costs the key, one dictionary look-up and the closure.
+
+Backends with devices (``Backend.device_of``) get one plan per device: "auto" chooses per device (the
+native op on accelerators, the measured rules on the CPU).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from convlab import algorithms, registry
+from convlab.arguments import freeze
+from convlab.backend import Backend
+from convlab.errors import ConvlabTypeError, ConvlabValueError
+from convlab.geometry import ConvGeometry, PoolGeometry
+
+BackendArg = Union[str, Backend, None]
+_NEUTRAL = (np.ndarray, np.generic, list, tuple, int, float, bool)
+_FLOAT_NAMES = {np.dtype(np.float32): "float32", np.dtype(np.float64): "float64"}
+
+#: the Backend method that runs each ``algorithm=`` of conv2d and pool2d
+CONV_METHODS = {"native": "conv2d", "shift": "conv2d_shift", "gemm": "conv2d_gemm"}
+POOL_METHODS = {"native": "pool2d", "shift": "pool2d_shift", "layout": "pool2d_layout"}
+
+
+# -- inputs ---------------------------------------------------------------------------------------
+
+
+class Input(NamedTuple):
+    """One input as the core sees it, before any framework code runs."""
+
+    value: Any  # a NumPy array for neutral inputs (lists, scalars), else the tensor as given
+    shape: Tuple[Any, ...]
+    dtype: str  # the float dtype it computes in on its own: "float32" or "float64"
+    is_tensor: bool  # one of the backend's own tensors
+
+
+def describe(backend: Backend, name: str, x: Any) -> Input:
+    """Shape and compute dtype of one input; lists and scalars become NumPy arrays."""
+    if type(x) is np.ndarray and x.dtype in _FLOAT_NAMES:  # the common case, kept cheap
+        return Input(x, x.shape, _FLOAT_NAMES[x.dtype], False)
+    if isinstance(x, _NEUTRAL) or not backend.is_tensor(x):
+        from_list = isinstance(x, (list, tuple, int, float, bool))
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # NumPy < 1.24 warns before building an object array
+                array = np.asarray(x)
+        except ValueError as error:  # ragged nested lists
+            raise ConvlabValueError(f"{name} is not a rectangular array: {error}") from None
+        if array.dtype == object and isinstance(x, (list, tuple)):  # NumPy < 1.24 does not raise
+            raise ConvlabValueError(f"{name} is not a rectangular array (ragged nested sequences)")
+        dtype = _compute_dtype(name, array.dtype.kind, array.dtype.itemsize, str(array.dtype), from_list)
+        return Input(array, tuple(array.shape), dtype, False)
+    dtype_name = backend.dtype_name(x)
+    try:
+        numpy_dtype = np.dtype(dtype_name)
+        kind, itemsize = numpy_dtype.kind, numpy_dtype.itemsize
+    except TypeError:  # bfloat16 and friends NumPy does not know
+        kind, itemsize = "?", 0
+    try:
+        shape = tuple(x.shape)
+    except ValueError:  # TensorFlow: a symbolic tensor of unknown rank
+        raise ConvlabValueError(f"{name} has an unknown rank; convlab needs static shapes") from None
+    return Input(x, shape, _compute_dtype(name, kind, itemsize, dtype_name, False), True)
+
+
+def _compute_dtype(name: str, kind: str, itemsize: int, dtype_name: str, from_list: bool) -> str:
+    if kind in "biu" or (from_list and kind == "f"):
+        return "float32"  # integers, bools and Python lists compute in float32 (DESIGN.md section 3)
+    if kind == "f" and itemsize in (4, 8):
+        return "float32" if itemsize == 4 else "float64"
+    raise ConvlabTypeError(
+        f"{name} has dtype {dtype_name}; convlab computes in float32 or float64 "
+        f"(integer and bool inputs are promoted to float32)"
+    )
+
+
+def _static(name: str, shape: Tuple[Any, ...], allow_unknown_batch: bool) -> None:
+    dims = shape[1:] if allow_unknown_batch and len(shape) == 4 else shape
+    if not all(type(n) is int or isinstance(n, (int, np.integer)) for n in dims):
+        raise ConvlabValueError(
+            f"{name} has unknown dimensions {shape}; convlab needs static shapes "
+            f"(inside tf.function: an input_signature with full shapes, or none; "
+            f"a dask array: compute its chunk sizes first with .compute_chunk_sizes())"
+        )
+
+
+# -- one call -------------------------------------------------------------------------------------
+
+
+class Call:
+    """A call being planned: the backend, its described inputs, and what they compute in."""
+
+    def __init__(self, backend: Backend, names: Sequence[str], items: Sequence[Optional[Input]], options: tuple):
+        self.backend = backend
+        self.names = tuple(names)
+        self.items = tuple(items)
+        self.options = options
+        self.dtype = "float64" if any(item is not None and item.dtype == "float64" for item in items) else "float32"
+        if self.dtype == "float64":
+            backend.check_float64()
+        self.tensors = tuple(i for i, item in enumerate(items) if item is not None and item.is_tensor)
+        self.has_devices = type(backend).device_of is not Backend.device_of
+        self.device = backend.device_of(items[self.tensors[0]].value) if self.tensors else None
+        if self.has_devices and len(self.tensors) > 1:
+            _check_devices(backend, [items[i].value for i in self.tensors], [self.names[i] for i in self.tensors])
+        # asarray returns its input when nothing needs converting; anything else (NumPy data, another dtype,
+        # a legacy array type the backend rewraps) is converted on every call
+        self.convert = tuple(item is not None and backend.asarray(item.value, self.dtype) is not item.value
+                             for item in items)  # fmt: skip
+        follows = bool(self.tensors) and type(backend).place_like is not Backend.place_like
+        self.place = tuple(follows and item is not None and not item.is_tensor for item in items)
+
+    def __getitem__(self, name: str) -> Input:
+        item = self.items[self.names.index(name)]
+        assert item is not None
+        return item
+
+    def shape(self, name: str) -> Tuple[int, ...]:
+        item = self.items[self.names.index(name)]
+        return None if item is None else item.shape  # type: ignore[return-value]
+
+    @property
+    def as_given(self) -> bool:
+        """Every input is already the backend's tensor of the compute dtype: nothing to convert or move."""
+        return not any(self.convert) and not any(self.place)
+
+    def converter(self) -> Callable[[Sequence[Any]], List[Any]]:
+        """``convert(values)``: the inputs of one call as the backend's tensors of the call's dtype."""
+        backend, dtype, convert, place, tensors = self.backend, self.dtype, self.convert, self.place, self.tensors
+        check = self.has_devices and len(tensors) > 1
+        names = self.names
+
+        def run(values: Sequence[Any]) -> List[Any]:
+            if check:
+                _same_device(backend, values, tensors, names)
+            out = [backend.asarray(v, dtype) if c else v for v, c in zip(values, convert)]
+            if True in place:  # NumPy data joins the framework tensors on their device
+                like = values[tensors[0]]
+                out = [backend.place_like(v, like) if p else v for v, p in zip(out, place)]
+            return out
+
+        return run
+
+    # -- algorithms ---------------------------------------------------------------------------------
+    def choose(self, geometry: Union[ConvGeometry, PoolGeometry], algorithm: str) -> str:
+        """The formulation to run; "auto" follows the backend's measured rules for this device."""
+        if algorithm != "auto":
+            return algorithm
+        backend = self.backend
+        if isinstance(geometry, ConvGeometry):
+            return algorithms.choose(backend, backend.conv_rules, algorithms.conv_shape(geometry, self.dtype), self.device)
+        return algorithms.choose(backend, backend.pool_rules, algorithms.pool_shape(geometry, self.dtype), self.device)
+
+    def conv(self, geometry: ConvGeometry, algorithm: str = "auto", out: Optional[Tuple[int, ...]] = None):
+        """``run(x, k, bias=None)``: the correlation of ``geometry``, lifted, with ``algorithm``, shaped ``out``."""
+        backend, algorithm = self.backend, self.choose(geometry, algorithm)
+        out = geometry.out if out is None else out
+        if algorithm == "native" and geometry.is_4d and out == geometry.out4 and self.as_given:
+            return self._checked(backend.conv2d_bound(geometry))
+        primitive, convert, g = getattr(backend, CONV_METHODS[algorithm]), self.converter(), geometry
+
+        def run(*values: Any) -> Any:
+            x, k, bias = (convert(values) + [None])[:3]
+            if g.x_lifted:
+                x = backend.reshape(x, g.x4)
+            if g.k_lifted:
+                k = backend.reshape(k, g.k4)
+            y = primitive(x, k, bias, g)
+            return y if out == g.out4 else backend.reshape(y, out)
+
+        return run
+
+    def pool(self, geometry: PoolGeometry, algorithm: str = "auto"):
+        """``run(x)``: the pooling of ``geometry``, lifted, with ``algorithm``."""
+        backend, algorithm = self.backend, self.choose(geometry, algorithm)
+        if algorithm == "native" and geometry.is_4d and self.as_given:
+            return backend.pool2d_bound(geometry)
+        primitive, convert, g = getattr(backend, POOL_METHODS[algorithm]), self.converter(), geometry
+
+        def run(x: Any) -> Any:
+            (x,) = convert((x,))
+            y = primitive(backend.reshape(x, g.x4) if g.x_lifted else x, g)
+            return y if g.out == g.out4 else backend.reshape(y, g.out)
+
+        return run
+
+    def _checked(self, run: Callable[..., Any]) -> Callable[..., Any]:
+        """``run`` behind the per-call check that the tensors share a device, where there are several."""
+        if not (self.has_devices and len(self.tensors) > 1):
+            return run
+        backend, tensors, names = self.backend, self.tensors, self.names
+
+        def checked(*values: Any) -> Any:
+            _same_device(backend, values, tensors, names)
+            return run(*values)
+
+        return checked
+
+
+def _same_device(backend: Backend, values: Sequence[Any], tensors: Tuple[int, ...], names: Sequence[str]) -> None:
+    """Per call: the tensors are on one device (a loop, not a set: this runs on every call)."""
+    device_of = backend.device_of
+    first = device_of(values[tensors[0]])
+    for i in tensors[1:]:
+        device = device_of(values[i])
+        if device != first and device is not None and first is not None:
+            _check_devices(backend, [values[i] for i in tensors], [names[i] for i in tensors])
+
+
+def _check_devices(backend: Backend, values: Sequence[Any], names: Sequence[str]) -> None:
+    devices: Dict[Any, str] = {}
+    for name, value in zip(names, values):
+        device = backend.device_of(value)
+        if device is not None:  # None: this tensor follows the computation wherever it runs
+            devices.setdefault(device, name)
+    if len(devices) > 1:
+        where = ", ".join(f"{name} on {device}" for device, name in devices.items())
+        raise ConvlabValueError(f"inputs are on different devices ({where}); move them to one device first")
+
+
+# -- operations and the plan cache ----------------------------------------------------------------
+
+
+class Operation(NamedTuple):
+    """A public operation: its tensor inputs' names and ``plan(call) -> run``."""
+
+    name: str
+    inputs: Tuple[str, ...]
+    plan: Callable[[Call], Callable[..., Any]]
+    optional: Tuple[str, ...] = ()  # inputs that may be None (bias)
+
+
+class _Plan(NamedTuple):
+    run: Callable[..., Any]
+    device_index: int  # the input whose device the plan was made for, -1 when devices do not matter
+    device: Any
+    device_of: Callable[[Any], Any]
+
+
+_PLANS: Dict[Any, _Plan] = {}
+registry.on_change(_PLANS.clear)  # a backend registered or replaced: plans that named the old one go
+
+
+def _key_part(value: Any) -> Any:
+    """An option as a type-exact key: 1, True and 1.0 are different keys."""
+    if type(value) is int or type(value) is str or value is None:
+        return value
+    if type(value) is bool:
+        return ("bool", value)
+    return freeze(value)
+
+
+def dispatch(op: Operation, backend: BackendArg, values: tuple, options: tuple) -> Any:
+    """Run ``op`` on ``values`` (its tensor inputs) with ``options`` (everything else, hashable or not)."""
+    try:
+        key: Any = (op, backend, _owner(values[0]) if backend is None else None, *map(_signature, values),
+                    *map(_key_part, options))  # fmt: skip
+        plan = _PLANS.get(key)
+    except (AttributeError, TypeError):  # lists, or unhashable arguments: no plan is kept
+        key = plan = None
+    if plan is None:
+        plan = _build(op, backend, values, options, key)
+    elif plan.device_index >= 0:  # a plan per device: "auto" may choose differently on another one
+        device = plan.device_of(values[plan.device_index])
+        if device != plan.device:
+            plan = _PLANS.get(key + (device,)) or _build(op, backend, values, options, key + (device,))
+    return plan.run(*values)
+
+
+def _owner(value: Any) -> Any:
+    """What, besides the inputs' types, decides the backend: the default for neutral inputs."""
+    owner = registry.cached_owner(type(value))
+    return owner if owner is not None else registry.default_backend_name()
+
+
+def _signature(value: Any) -> Any:
+    return None if value is None else (type(value), value.shape, value.dtype)
+
+
+def _build(op: Operation, backend: BackendArg, values: tuple, options: tuple, key: Any) -> _Plan:
+    chosen, items = inputs(backend, op.inputs, values)
+    call = Call(chosen, op.inputs, items, options)
+    run = op.plan(call)
+    device_index = call.tensors[0] if call.has_devices and call.tensors else -1
+    plan = _Plan(run, device_index, call.device, chosen.device_of)
+    if key is not None:
+        if len(_PLANS) > 4096:
+            _PLANS.clear()
+        if backend is None:  # the key as later calls compute it, now that the tensor type's owner is known
+            key = (key[0], key[1], _owner(values[0])) + key[3:]
+        _PLANS[key] = plan
+    return plan
+
+
+def inputs(
+    backend: BackendArg, names: Sequence[str], values: Sequence[Any], allow_unknown_batch: bool = False
+) -> Tuple[Backend, List[Optional[Input]]]:
+    """Select the backend for a call (DESIGN.md section 2) and describe each input (None stays None)."""
+    chosen = registry.select_backend(tuple(values), tuple(names), backend)
+    items: List[Optional[Input]] = []
+    for name, value in zip(names, values):
+        item = None if value is None else describe(chosen, name, value)
+        if item is not None:
+            _static(name, item.shape, allow_unknown_batch)
+        items.append(item)
+    return chosen, items
+
+
+def prepare(backend: BackendArg, allow_unknown_batch: bool = False, **named: Any) -> Tuple[List[Any], str]:
+    """The inputs as the backend's tensors of one float dtype (float64 if any is float64), and that dtype.
+
+    For layers and other code that validates a call's geometry itself (:mod:`convlab.geometry`) and then
+    runs a backend primitive; a 4-D input may have an unknown batch size when ``allow_unknown_batch``.
+
+    Example:
+        >>> (x, k), dtype = prepare("numpy", X=[[1, 2], [3, 4]], K=np.ones((1, 1)))
+        >>> x.dtype, k.dtype, dtype
+        (dtype('float32'), dtype('float32'), 'float32')
+    """
+    names, values = tuple(named), tuple(named.values())
+    chosen, items = inputs(backend, names, values, allow_unknown_batch)
+    call = Call(chosen, names, items, ())
+    return call.converter()([None if item is None else item.value for item in items]), call.dtype
