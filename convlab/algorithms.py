@@ -187,8 +187,8 @@ def other_layout(geometry: PoolGeometry) -> PoolGeometry:
     """The same pooling on the input transposed to the other memory layout."""
     g = geometry
     to_other = (0, 3, 1, 2) if g.channels_last else (0, 2, 3, 1)
-    x4 = tuple(g.x4[a] for a in to_other)
-    out4 = tuple(g.out4[a] for a in to_other)
+    x4 = (g.x4[0], g.x4[to_other[1]], g.x4[to_other[2]], g.x4[to_other[3]])
+    out4 = (g.out4[0], g.out4[to_other[1]], g.out4[to_other[2]], g.out4[to_other[3]])
     return dataclasses.replace(g, x4=x4, out4=out4, out=out4, channels_last=not g.channels_last, x_lifted=False)
 
 

@@ -64,7 +64,7 @@ def describe(backend: Backend, name: str, x: Any) -> Input:
     dtype_name = backend.dtype_name(x)
     try:
         numpy_dtype = np.dtype(dtype_name)
-        kind, itemsize = numpy_dtype.kind, numpy_dtype.itemsize
+        kind, itemsize = str(numpy_dtype.kind), numpy_dtype.itemsize
     except TypeError:  # bfloat16 and friends NumPy does not know
         kind, itemsize = "?", 0
     try:
@@ -109,11 +109,12 @@ class Call:
         self.dtype = "float64" if any(item is not None and item.dtype == "float64" for item in items) else "float32"
         if self.dtype == "float64":
             backend.check_float64()
-        self.tensors = tuple(i for i, item in enumerate(items) if item is not None and item.is_tensor)
+        tensors = [(i, item.value) for i, item in enumerate(items) if item is not None and item.is_tensor]
+        self.tensors = tuple(i for i, _ in tensors)
         self.has_devices = type(backend).device_of is not Backend.device_of
-        self.device = backend.device_of(items[self.tensors[0]].value) if self.tensors else None
-        if self.has_devices and len(self.tensors) > 1:
-            _check_devices(backend, [items[i].value for i in self.tensors], [self.names[i] for i in self.tensors])
+        self.device = backend.device_of(tensors[0][1]) if tensors else None
+        if self.has_devices and len(tensors) > 1:
+            _check_devices(backend, [value for _, value in tensors], [self.names[i] for i, _ in tensors])
         # asarray returns its input when nothing needs converting; anything else (NumPy data, another dtype,
         # a legacy array type the backend rewraps) is converted on every call
         self.convert = tuple(item is not None and backend.asarray(item.value, self.dtype) is not item.value

@@ -346,9 +346,10 @@ def _real_counts(spatial: Pair, pads: Pads, window: Pair, stride: Pair, channels
     (top, bottom), (left, right) = pads
     ones = np.pad(np.ones(spatial), ((top, bottom), (left, right)))
     out_h, out_w = output_hw(spatial, pads, window, stride)
-    counts = sum(
-        ones[taps(i, out_h, stride[0]), taps(j, out_w, stride[1])] for i in range(window[0]) for j in range(window[1])
-    )
+    counts = np.zeros((out_h, out_w))
+    for i in range(window[0]):
+        for j in range(window[1]):
+            counts += ones[taps(i, out_h, stride[0]), taps(j, out_w, stride[1])]
     counts = counts.reshape((1, out_h, out_w, 1) if channels_last else (1, 1, out_h, out_w))
     counts.setflags(write=False)
     return counts

@@ -82,12 +82,12 @@ class NumpyBackend(Backend):
     def pool2d(self, x: np.ndarray, geometry: PoolGeometry) -> np.ndarray:
         g = geometry
         if g.channels_last:  # compute in NCHW on a view, hand back NHWC
-            y = self.pool2d(x.transpose(0, 3, 1, 2), algorithms.other_layout(g))
-            return np.ascontiguousarray(y.transpose(0, 2, 3, 1))
+            nchw = self.pool2d(x.transpose(0, 3, 1, 2), algorithms.other_layout(g))
+            return np.ascontiguousarray(nchw.transpose(0, 2, 3, 1))
         padded = self.pad(x, ((0, 0), (0, 0)) + g.pads, g.fill)
         (out_h, out_w), (sh, sw) = g.out_hw, g.stride
         combine = np.maximum if g.mode == "max" else np.add
-        y = None
+        y: Optional[np.ndarray] = None
         for i in range(g.window[0]):
             for j in range(g.window[1]):
                 patch = padded[:, :, taps(i, out_h, sh), taps(j, out_w, sw)]

@@ -58,7 +58,8 @@ def train_kernel(
         >>> result.losses[-1] < result.losses[0]
         True
     """
-    chosen, (x_in, y_in) = inputs(backend, ("X", "Y"), (X, Y))
+    chosen, described = inputs(backend, ("X", "Y"), (X, Y))
+    x_in, y_in = (item for item in described if item is not None)
     kernel = to_pair("kernel_size", kernel_size)
     if gradient not in GRADIENTS:
         raise ConvlabValueError(f"gradient must be one of {GRADIENTS}, got {gradient!r}")
