@@ -12,7 +12,9 @@ Example:
 from convlab import geometry, images, kernels
 from convlab.backend import Backend
 from convlab.errors import BackendNotAvailableError, ConvlabError, ConvlabTypeError, ConvlabValueError
+from convlab.conv_transpose import ConvTranspose2D, conv_transpose2d, conv_transpose2d_vjp
 from convlab.layers import AvgPool2D, Conv2D, MaxPool2D
+from convlab.porting import LayerSpec, from_native
 from convlab.ops import (
     conv2d,
     conv2d_vjp,
@@ -35,20 +37,25 @@ __all__ = [
     "Backend",
     "BackendNotAvailableError",
     "Conv2D",
+    "ConvTranspose2D",
     "ConvlabError",
     "ConvlabTypeError",
     "ConvlabValueError",
+    "LayerSpec",
     "MaxPool2D",
     "TrainResult",
     "backends",
     "conv2d",
     "conv2d_vjp",
+    "conv_transpose2d",
+    "conv_transpose2d_vjp",
     "conv_matrix",
     "corr2d",
     "corr2d_matmul",
     "corr2d_multi_in",
     "corr2d_multi_in_out",
     "corr2d_multi_in_out_1x1",
+    "from_native",
     "get_backend",
     "images",
     "kernels",

@@ -196,14 +196,17 @@ class NumpyConv2D:
 
     def __init__(self, config: dict, weight: np.ndarray, bias: Optional[np.ndarray]):
         self.config = dict(config)
+        self.operation = self.config.pop("operation", "conv2d")  # or "conv_transpose2d"
         self.weight = weight
         self.bias = bias
 
     def __call__(self, X: Any) -> np.ndarray:
-        return ops.conv2d(X, self.weight, self.bias, backend="numpy", **self.config)
+        forward = ops.conv2d if self.operation == "conv2d" else _conv_transpose().conv_transpose2d
+        return forward(X, self.weight, self.bias, backend="numpy", **self.config)
 
     def backward(self, X: Any, dY: Any) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
-        dX, dweight, dbias = ops.conv2d_vjp(X, self.weight, dY, backend="numpy", **self.config)
+        vjp = ops.conv2d_vjp if self.operation == "conv2d" else _conv_transpose().conv_transpose2d_vjp
+        dX, dweight, dbias = vjp(X, self.weight, dY, backend="numpy", **self.config)
         return dX, dweight, (dbias if self.bias is not None else None)
 
     def parameters(self) -> list:
@@ -224,3 +227,9 @@ class NumpyPool2D:
 
     def __repr__(self) -> str:
         return f"NumpyPool2D({self.config})"
+
+
+def _conv_transpose() -> Any:
+    from convlab import conv_transpose
+
+    return conv_transpose

@@ -117,3 +117,33 @@ def assert_within_bound(actual, expected, bound, what=""):
     # the smallest positive float32 normal keeps the bound honest where |X| (*) |K| is exactly 0
     worst = np.max(error - bound) if error.size else 0.0
     assert np.all(error <= bound + 1e-300), f"{what}: error exceeds the bound by {worst:g}"
+
+
+def conv_transpose2d(x, k, bias=None, stride=(1, 1), pads=((0, 0), (0, 0)), dilation=(1, 1), output_padding=(0, 0)):
+    """Transposed convolution, NCHW input, kernel (C, Co, kh, kw): every input pixel scattered over its window.
+
+    The full result is (in - 1) * stride + dilation * (k - 1) + 1 (+ output_padding) rows; pads crop it.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    k = np.asarray(k, dtype=np.float64)
+    n, c, h, w = x.shape
+    c2, o, kh, kw = k.shape
+    assert c == c2
+    full_h = (h - 1) * stride[0] + dilation[0] * (kh - 1) + 1 + output_padding[0]
+    full_w = (w - 1) * stride[1] + dilation[1] * (kw - 1) + 1 + output_padding[1]
+    full = np.zeros((n, o, full_h, full_w))
+    for b in range(n):
+        for ic in range(c):
+            for p in range(h):
+                for q in range(w):
+                    for oc in range(o):
+                        for i in range(kh):
+                            for j in range(kw):
+                                full[b, oc, p * stride[0] + i * dilation[0], q * stride[1] + j * dilation[1]] += (
+                                    x[b, ic, p, q] * k[ic, oc, i, j]
+                                )
+    (top, bottom), (left, right) = pads
+    y = full[:, :, top : full_h - bottom, left : full_w - right]
+    if bias is not None:
+        y = y + np.asarray(bias, dtype=np.float64).reshape(1, -1, 1, 1)
+    return y
