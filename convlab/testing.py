@@ -25,6 +25,7 @@ import hashlib
 import io
 import json
 import math
+import os
 import platform
 import zipfile
 import zlib
@@ -687,6 +688,11 @@ class Results:
     outputs: Dict[str, List[np.ndarray]] = field(default_factory=dict)
     not_applicable: Dict[str, str] = field(default_factory=dict)
     errors: Dict[str, str] = field(default_factory=dict)
+    label: str = ""  # how tables name these results: the backend, or backend, version and bundle when that repeats
+
+    @property
+    def name(self) -> str:
+        return self.label or self.backend
 
 
 def run_cases(
@@ -770,6 +776,7 @@ def load_bundle(path: str) -> List[Results]:
             not_applicable=dict(backend_meta.get("not_applicable", {})),
             errors=dict(backend_meta.get("errors", {})),
         )
+        result.meta["bundle"] = os.path.basename(path)
         loaded.append(result)
     by_name = {result.backend: result for result in loaded}
     for key, array in arrays.items():
@@ -870,8 +877,8 @@ def compare(results: List[Results], cases: Sequence[Case] = CASES) -> dict:
             else:
                 verdicts[case.id] = judge(case, result.outputs.get(case.id), reference, bounds)
             if verdicts[case.id].status in ("violation", "missing"):
-                problems.append(f"{result.backend}: {verdicts[case.id].message}")
-        per_backend[result.backend] = verdicts
+                problems.append(f"{result.name}: {verdicts[case.id].message}")
+        per_backend[result.name] = verdicts
     for case in cases:
         row = table.setdefault(case.group, {})
         for name, verdicts in per_backend.items():
@@ -879,8 +886,8 @@ def compare(results: List[Results], cases: Sequence[Case] = CASES) -> dict:
             row[name].append(verdicts[case.id])  # type: ignore[arg-type]
     table = {group: {name: _summarise(cells) for name, cells in row.items()} for group, row in table.items()}  # type: ignore[arg-type]
     pairs: Dict[str, str] = {}
-    names = [result.backend for result in results]
-    by_name = {result.backend: result for result in results}
+    names = [result.name for result in results]
+    by_name = {result.name: result for result in results}
     for i, first in enumerate(names):
         for second in names[i + 1 :]:
             verdicts = []
@@ -902,7 +909,7 @@ def compare(results: List[Results], cases: Sequence[Case] = CASES) -> dict:
 
 def format_table(report: dict, results: List[Results]) -> str:
     """The report as a Markdown table: rows are case groups, columns backends (worst error / bound)."""
-    names = [result.backend for result in results]
+    names = [result.name for result in results]
     width = max(len(group) for group in report["table"]) if report["table"] else 10
     lines = ["| " + "case group".ljust(width) + " | " + " | ".join(name.center(10) for name in names) + " |"]
     lines.append("|" + "-" * (width + 2) + "|" + "|".join("-" * 12 for _ in names) + "|")
@@ -910,7 +917,7 @@ def format_table(report: dict, results: List[Results]) -> str:
         lines.append(
             "| " + group.ljust(width) + " | " + " | ".join(row.get(name, "-").center(10) for name in names) + " |"
         )
-    versions = ", ".join(f"{r.backend} {r.meta.get('framework_version', '?')}" for r in results)
+    versions = ", ".join(f"{r.name}: {r.meta.get('framework_version', '?')}" for r in results)
     lines.append("")
     lines.append(
         f"cells: worst error as a fraction of the DESIGN.md section 4 bound; 'exact' = bit-identical to the "
@@ -925,6 +932,21 @@ def format_table(report: dict, results: List[Results]) -> str:
     return "\n".join(lines)
 
 
+def _label_environments(results: List[Results]) -> None:
+    """Tell apart results of one backend from several environments (each bundle holds NumPy, say): their
+    labels add the framework version and the bundle, and they are compared with each other like any pair."""
+    counts: Dict[str, int] = {}
+    for result in results:
+        counts[result.backend] = counts.get(result.backend, 0) + 1
+    for result in results:
+        if counts[result.backend] > 1:
+            where = result.meta.get("bundle", "this run")
+            result.label = f"{result.backend} {result.meta.get('framework_version', '?')} [{where}]"
+    labels = [result.name for result in results]
+    if len(set(labels)) != len(labels):
+        raise ConvlabValueError(f"the same results given twice (the same bundle loaded twice?): {labels}")
+
+
 def compare_command(
     backends: Optional[List[str]], save: Optional[str], load: List[str], require: List[str], as_json: bool
 ) -> int:
@@ -937,9 +959,8 @@ def compare_command(
         results.append(run_cases(name))
     if save:
         save_bundle(save, [r for r in results if r.backend in to_run])
+    _label_environments(results)
     names = [r.backend for r in results]
-    if len(set(names)) != len(names):
-        raise ConvlabValueError(f"results for the same backend given twice: {names}")
     report = compare(results)
     absent = [name for name in require if name not in names]
     report["problems"] += [f"{name}: no results (bundle missing)" for name in absent]
@@ -950,7 +971,7 @@ def compare_command(
                     "table": report["table"],
                     "pairs": report["pairs"],
                     "problems": report["problems"],
-                    "versions": {r.backend: r.meta for r in results},
+                    "versions": {r.name: r.meta for r in results},
                 },
                 indent=2,
                 default=str,

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import pickle
-import zipfile
-
 import dataclasses
+import pickle
+import subprocess
+import sys
+import zipfile
 
 import numpy as np
 import pytest
@@ -196,3 +197,20 @@ def test_case_list_covers_the_issue():
     assert {0, 1, (2, 1), ((0, 2), (1, 0)), "valid", "same"} <= paddings
     assert {dict(case.kwargs).get("seed") for case in testing.CASES if case.op == "train_kernel"} == {0, 1, 2, 3}
     assert len(testing.fingerprint()) == 16
+
+
+def test_bundles_from_two_environments_load_together(tmp_path):
+    """The README's MXNet workflow: each environment saves a bundle holding NumPy; the two load together and the
+    same-named backends are told apart by environment and compared with each other too."""
+    run = lambda *args: subprocess.run(  # noqa: E731
+        [sys.executable, "-m", "convlab", "compare", *args], capture_output=True, text=True, check=False
+    )
+    first, second = str(tmp_path / "a.npz"), str(tmp_path / "b.npz")
+    for path in (first, second):  # two processes, as two environments would be
+        assert run("--backends", "numpy", "--save", path).returncode == 0
+    result = run("--load", first, second, "--require", "numpy")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"numpy {np.__version__} [a.npz]" in result.stdout and f"numpy {np.__version__} [b.npz]" in result.stdout
+    assert f"numpy {np.__version__} [a.npz] vs numpy {np.__version__} [b.npz]: exact" in result.stdout
+    twice = run("--load", first, first)
+    assert twice.returncode != 0 and "the same results given twice" in twice.stderr + twice.stdout
