@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, List, Optional, Tuple
 
 import numpy as np
 
@@ -42,13 +42,14 @@ def run(backend_name: Optional[str] = None, plot: Optional[str] = None, out=prin
     _show(f"learned kernel ({result.gradient} gradients):", result.kernel, backend)
 
     print("== 6.3 Padding and stride: output shapes for an 8x8 input")
-    for kernel, padding, stride in [
+    shapes: List[Tuple[Any, Any, Any]] = [
         ((3, 3), 1, 1),
         ((5, 3), (2, 1), 1),
         ((3, 3), 1, 2),
         ((3, 5), (0, 1), (3, 4)),
         ((3, 3), "same", 2),
-    ]:
+    ]
+    for kernel, padding, stride in shapes:
         shape = cl.output_shape((8, 8), kernel, padding=padding, stride=stride)
         print(f"kernel {kernel}, padding {padding!r}, stride {stride!r} -> {shape}")
     print()

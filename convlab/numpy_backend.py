@@ -92,6 +92,7 @@ class NumpyBackend(Backend):
             for j in range(g.window[1]):
                 patch = padded[:, :, taps(i, out_h, sh), taps(j, out_w, sw)]
                 y = patch.copy() if y is None else combine(y, patch, out=y)
+        assert y is not None
         if g.mode == "max":
             return y
         divisor = g.divisor

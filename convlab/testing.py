@@ -30,7 +30,7 @@ import platform
 import zipfile
 import zlib
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, cast
 
 import numpy as np
 
@@ -260,6 +260,10 @@ def _conv_inputs(x_shape, k_shape, kind="int", scale=1.0, bias=False, k_kind=Non
 
 
 def _build_cases() -> List[Case]:
+    stride: Any
+    dilation: Any
+    padding: Any
+    window: Any
     cases: List[Case] = []
     add = cases.append
     chapter = "chapter examples"
@@ -736,7 +740,7 @@ def save_bundle(path: str, results: Iterable[Results]) -> None:
                 arrays[f"{result.backend}|{case_id}|{index}"] = np.asarray(output)
     arrays["__meta__"] = np.asarray(json.dumps({"fingerprint": fingerprint(), "backends": meta}))
     with open(path, "wb") as handle:
-        np.savez_compressed(handle, **arrays)
+        np.savez_compressed(handle, **cast(Dict[str, Any], arrays))
 
 
 def load_bundle(path: str) -> List[Results]:
@@ -784,7 +788,7 @@ def load_bundle(path: str) -> List[Results]:
         case_id, _, index = rest.rpartition("|")
         if backend not in by_name or not index.isdigit() or array.dtype.kind not in "fiu":
             raise ConvlabValueError(f"bundle {path}: unexpected entry {key!r} ({array.dtype})")
-        outputs = by_name[backend].outputs.setdefault(case_id, [])
+        outputs: List[Any] = by_name[backend].outputs.setdefault(case_id, [])
         outputs.extend([None] * (int(index) + 1 - len(outputs)))
         outputs[int(index)] = array
     return loaded
@@ -879,18 +883,18 @@ def compare(results: List[Results], cases: Sequence[Case] = CASES) -> dict:
             if verdicts[case.id].status in ("violation", "missing"):
                 problems.append(f"{result.name}: {verdicts[case.id].message}")
         per_backend[result.name] = verdicts
+    cells: Dict[str, Dict[str, List[Verdict]]] = {}
     for case in cases:
-        row = table.setdefault(case.group, {})
+        row = cells.setdefault(case.group, {})
         for name, verdicts in per_backend.items():
-            row.setdefault(name, [])
-            row[name].append(verdicts[case.id])  # type: ignore[arg-type]
-    table = {group: {name: _summarise(cells) for name, cells in row.items()} for group, row in table.items()}  # type: ignore[arg-type]
+            row.setdefault(name, []).append(verdicts[case.id])
+    table = {group: {name: _summarise(column) for name, column in row.items()} for group, row in cells.items()}
     pairs: Dict[str, str] = {}
     names = [result.name for result in results]
     by_name = {result.name: result for result in results}
     for i, first in enumerate(names):
         for second in names[i + 1 :]:
-            verdicts = []
+            pair_verdicts = []
             for case in cases:
                 if case.id in by_name[first].not_applicable or case.id in by_name[second].not_applicable:
                     continue
@@ -900,10 +904,10 @@ def compare(results: List[Results], cases: Sequence[Case] = CASES) -> dict:
                     by_name[second].outputs.get(case.id),
                     references[case.id][1],
                 )
-                verdicts.append(verdict)
+                pair_verdicts.append(verdict)
                 if verdict.status in ("violation",):
                     problems.append(f"{first} vs {second}: {verdict.message}")
-            pairs[f"{first} vs {second}"] = _summarise(verdicts)
+            pairs[f"{first} vs {second}"] = _summarise(pair_verdicts)
     return {"table": table, "pairs": pairs, "problems": problems}
 
 
