@@ -11,10 +11,9 @@ Example:
 
 from convlab import geometry, images, kernels
 from convlab.backend import Backend
-from convlab.errors import BackendNotAvailableError, ConvlabError, ConvlabTypeError, ConvlabValueError
 from convlab.conv_transpose import ConvTranspose2D, conv_transpose2d, conv_transpose2d_vjp
+from convlab.errors import BackendNotAvailableError, ConvlabError, ConvlabTypeError, ConvlabValueError
 from convlab.layers import AvgPool2D, Conv2D, MaxPool2D
-from convlab.porting import LayerSpec, from_native
 from convlab.ops import (
     conv2d,
     conv2d_vjp,
@@ -27,6 +26,7 @@ from convlab.ops import (
     output_shape,
     pool2d,
 )
+from convlab.porting import LayerSpec, from_native
 from convlab.registry import backends, get_backend, register_backend, set_backend, use_backend
 from convlab.training import TrainResult, train_kernel
 
@@ -56,6 +56,7 @@ __all__ = [
     "corr2d_multi_in_out",
     "corr2d_multi_in_out_1x1",
     "from_native",
+    "geometry",
     "get_backend",
     "images",
     "kernels",

@@ -141,8 +141,10 @@ def _explicit_pads(padding: Any) -> Tuple[Pair, Pair]:
         return ((int(padding),) * 2, (int(padding),) * 2)  # type: ignore[return-value]
     if isinstance(padding, tuple) and len(padding) == 2 and all(is_int(p) for p in padding):
         return ((int(padding[0]),) * 2, (int(padding[1]),) * 2)  # type: ignore[return-value]
-    if isinstance(padding, tuple) and len(padding) == 2 and all(
-        isinstance(p, tuple) and len(p) == 2 and all(is_int(v) for v in p) for p in padding
+    if (
+        isinstance(padding, tuple)
+        and len(padding) == 2
+        and all(isinstance(p, tuple) and len(p) == 2 and all(is_int(v) for v in p) for p in padding)
     ):
         pads = tuple((int(p[0]), int(p[1])) for p in padding)
         if min(min(p) for p in pads) < 0:
@@ -209,7 +211,9 @@ def _plan(call: Call) -> Callable[..., Any]:
     )  # fmt: skip
     be, convert, g = call.backend, call.converter(), geometry
     native = getattr(be, "conv_transpose2d", None)
-    primitive = native if native is not None and algorithm != "correlation" else functools.partial(transpose_primitive, be)
+    primitive = (
+        native if native is not None and algorithm != "correlation" else functools.partial(transpose_primitive, be)
+    )
     x_lifted, k_lifted = g.x4 != call.shape("X"), g.forward.k4 != call.shape("K")
 
     def run(X: Any, K: Any, bias: Any = None) -> Any:

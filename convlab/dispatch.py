@@ -160,7 +160,9 @@ class Call:
             return algorithm
         backend = self.backend
         if isinstance(geometry, ConvGeometry):
-            return algorithms.choose(backend, backend.conv_rules, algorithms.conv_shape(geometry, self.dtype), self.device)
+            return algorithms.choose(
+                backend, backend.conv_rules, algorithms.conv_shape(geometry, self.dtype), self.device
+            )
         return algorithms.choose(backend, backend.pool_rules, algorithms.pool_shape(geometry, self.dtype), self.device)
 
     def conv(self, geometry: ConvGeometry, algorithm: str = "auto", out: Optional[Tuple[int, ...]] = None):

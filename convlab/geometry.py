@@ -410,9 +410,7 @@ def _pool_geometry(x_shape, pool_size, mode, stride, padding, count_include_pad,
     out4 = (x4[0], out_h, out_w, x4[3]) if channels_last else (x4[0], x4[1], out_h, out_w)
     rank = len(x_shape)
     out = (out_h, out_w) if rank == 2 else out4[4 - rank :]
-    return PoolGeometry(
-        x4, out4, out, window, stride_pair, pads, mode, count_include_pad, channels_last, x4 != x_shape
-    )
+    return PoolGeometry(x4, out4, out, window, stride_pair, pads, mode, count_include_pad, channels_last, x4 != x_shape)
 
 
 def _shape(name: str, value: Any) -> Tuple[int, ...]:

@@ -165,7 +165,7 @@ def lazy_classes(module: str, build: Callable[[], Dict[str, type]]) -> Tuple[Cal
         'Plain'
     """
 
-    @functools.lru_cache(maxsize=None)
+    @functools.cache
     def classes() -> Dict[str, type]:
         built = build()
         for name, cls in built.items():

@@ -70,7 +70,9 @@ class NumpyBackend(Backend):
         return x.sum(axis=tuple(axes))
 
     def conv2d(self, x: np.ndarray, k: np.ndarray, bias: Any, geometry: ConvGeometry) -> np.ndarray:
-        formulation = _conv_shift if geometry.in_channels * geometry.out_channels < GEMM_MIN_CHANNEL_PAIRS else _conv_gemm
+        formulation = (
+            _conv_shift if geometry.in_channels * geometry.out_channels < GEMM_MIN_CHANNEL_PAIRS else _conv_gemm
+        )
         return _in_nchw(formulation, x, k, bias, geometry)
 
     def conv2d_shift(self, x, k, bias, geometry):
@@ -102,10 +104,10 @@ class NumpyBackend(Backend):
     def value_and_grad(self, fn: Callable[[list], Any]) -> Callable[[list], Tuple[Any, list]]:
         raise ConvlabValueError("the numpy backend has no automatic differentiation; use gradient='analytic'")
 
-    def conv2d_layer(self, config: dict, weight: np.ndarray, bias: Optional[np.ndarray]) -> "NumpyConv2D":
+    def conv2d_layer(self, config: dict, weight: np.ndarray, bias: Optional[np.ndarray]) -> NumpyConv2D:
         return NumpyConv2D(config, weight, bias)
 
-    def pool2d_layer(self, config: dict) -> "NumpyPool2D":
+    def pool2d_layer(self, config: dict) -> NumpyPool2D:
         return NumpyPool2D(config)
 
 

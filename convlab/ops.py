@@ -279,7 +279,9 @@ def _plan_conv2d_vjp(call: Call) -> Callable[..., Any]:
 
     stride, padding, dilation, data_format = call.options
     x_shape, k_shape, dy_shape = call.shape("X"), call.shape("K"), call.shape("dY")
-    geometry = conv_geometry(x_shape, k_shape, stride=stride, padding=padding, dilation=dilation, data_format=data_format)
+    geometry = conv_geometry(
+        x_shape, k_shape, stride=stride, padding=padding, dilation=dilation, data_format=data_format
+    )
     if dy_shape != geometry.out:
         raise ConvlabValueError(
             f"dY must have the shape of conv2d's output {geometry.out}; got dY of shape {dy_shape} "

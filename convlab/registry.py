@@ -128,7 +128,9 @@ def _factory(name: str) -> Callable[[], Any]:
         factory = entry_point.load()
     except ImportError as error:
         distribution = getattr(getattr(entry_point, "dist", None), "name", None) or install_hint(name)
-        raise BackendNotAvailableError(f"backend {name!r} cannot be loaded ({error}); reinstall {distribution}") from error
+        raise BackendNotAvailableError(
+            f"backend {name!r} cannot be loaded ({error}); reinstall {distribution}"
+        ) from error
     _factories[name] = factory
     del _entry_points[name]
     return factory

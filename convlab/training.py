@@ -8,10 +8,10 @@ from typing import Any, Callable, List, Optional
 import numpy as np
 
 from convlab.arguments import to_pair
-from convlab.errors import ConvlabTypeError, ConvlabValueError
-from convlab.layers import initial_weights
 from convlab.dispatch import BackendArg, inputs, prepare
+from convlab.errors import ConvlabTypeError, ConvlabValueError
 from convlab.geometry import conv_geometry
+from convlab.layers import initial_weights
 from convlab.ops import conv2d, conv2d_vjp
 
 GRADIENTS = ("autodiff", "analytic")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import reference
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import convlab as cl
-import reference
 
 BOOK_X = [[0, 1], [2, 3]]
 BOOK_K = [[0, 1], [2, 3]]
@@ -41,7 +41,11 @@ def test_exact_against_the_oracle(backend, geometry, data_format, algorithm):
     bias = np.array([1.0, -2.0], np.float32)
     pair = lambda v: v if isinstance(v, tuple) else (v, v)  # noqa: E731
     padding = geometry["padding"]
-    pads = padding if isinstance(padding, tuple) and isinstance(padding[0], tuple) else tuple((p, p) for p in pair(padding))
+    pads = (
+        padding
+        if isinstance(padding, tuple) and isinstance(padding[0], tuple)
+        else tuple((p, p) for p in pair(padding))
+    )
     expected = reference.conv_transpose2d(
         X, K, bias, pair(geometry["stride"]), pads, pair(geometry["dilation"]), pair(geometry["output_padding"])
     )
