@@ -50,7 +50,7 @@ import json
 import os
 import sys
 import zipfile
-from typing import Any, Callable, Dict, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
@@ -92,6 +92,11 @@ class LayerSpec:
     """
 
     __slots__ = ("kind", "config", "weight", "bias", "source")
+    kind: str
+    config: Dict[str, Any]
+    weight: Optional[np.ndarray]
+    bias: Optional[np.ndarray]
+    source: Dict[str, str]
 
     def __init__(
         self,
@@ -133,7 +138,7 @@ class LayerSpec:
     @property
     def kernel_size(self) -> Tuple[int, int]:
         """(kh, kw) of the kernel or the pooling window."""
-        if self.kind == "pool2d":
+        if self.weight is None:  # pooling
             return self.config["pool_size"]
         shape = self.weight.shape
         return (shape[0], shape[1]) if self.channels_last else (shape[2], shape[3])
@@ -153,7 +158,7 @@ class LayerSpec:
 
     def geometry(self, x_shape: Any) -> Union[ConvGeometry, PoolGeometry]:
         """The geometry of this layer on an input of ``x_shape``: explicit pads, output shape, ..."""
-        if self.kind == "conv2d":
+        if self.weight is not None:  # convolution
             bias_shape = None if self.bias is None else self.bias.shape
             return conv_geometry(x_shape, self.weight.shape, bias_shape, **self.config)
         config = dict(self.config)
@@ -178,7 +183,7 @@ class LayerSpec:
             if backend is not None and not isinstance(backend, str):
                 raise ConvlabTypeError(f"backend must be a name (str), a Backend or None, got {backend!r}")
             backend = get_backend(backend or default_backend_name())
-        if self.kind == "conv2d":
+        if self.weight is not None:  # convolution
             bias = None if self.bias is None else self.bias.copy()
             return backend.conv2d_layer(dict(self.config), self.weight.copy(), bias)
         return backend.pool2d_layer(dict(self.config))
@@ -204,7 +209,7 @@ class LayerSpec:
         The file holds the format marker and version, the spec as a JSON string and the weights as
         numeric arrays: :meth:`load` reads it with ``allow_pickle=False`` in any environment.
         """
-        arrays = {
+        arrays: Dict[str, Any] = {
             "format": np.array(FILE_FORMAT),
             "version": np.array(FILE_VERSION, dtype=np.int64),
             "spec": np.array(self.to_json()),
@@ -220,7 +225,7 @@ class LayerSpec:
             np.savez(path, **arrays)
 
     @classmethod
-    def load(cls, path: Union[str, os.PathLike, io.IOBase]) -> "LayerSpec":
+    def load(cls, path: Union[str, os.PathLike, io.IOBase]) -> LayerSpec:
         """Read a spec written by :meth:`save`; a file that is not one is a :class:`~convlab.ConvlabValueError`.
 
         Read with ``allow_pickle=False``: object arrays (pickles) are refused, nothing is executed, and the
@@ -234,8 +239,9 @@ class LayerSpec:
         except FileNotFoundError:
             raise
         except unreadable as error:
-            raise ConvlabValueError(f"{where} is not a readable LayerSpec file (not an .npz archive, or pickled "
-                                    f"data): {error}") from None
+            raise ConvlabValueError(
+                f"{where} is not a readable LayerSpec file (not an .npz archive, or pickled data): {error}"
+            ) from None
         if not isinstance(contents, np.lib.npyio.NpzFile):
             raise ConvlabValueError(f"{where} is not a LayerSpec file: it holds one array, not an .npz archive")
         try:
@@ -249,7 +255,7 @@ class LayerSpec:
         return cls._from_arrays(arrays, where)
 
     @classmethod
-    def _from_arrays(cls, arrays: Dict[str, np.ndarray], where: str) -> "LayerSpec":
+    def _from_arrays(cls, arrays: Dict[str, np.ndarray], where: str) -> LayerSpec:
         def fail(reason: str) -> ConvlabValueError:
             return ConvlabValueError(f"{where} is not a valid LayerSpec file: {reason}")
 
@@ -278,8 +284,10 @@ class LayerSpec:
             raise fail("the 'spec' entry must hold exactly kind, config, source, weight and bias")
         for name in ("weight", "bias"):
             if meta[name] is not (name in arrays):
-                raise fail(f"the spec says weight={meta['weight']}, bias={meta['bias']} but the file holds {name}"
-                           f"={'present' if name in arrays else 'absent'}")
+                raise fail(
+                    f"the spec says weight={meta['weight']}, bias={meta['bias']} but the file holds {name}"
+                    f"={'present' if name in arrays else 'absent'}"
+                )
         try:
             return cls(meta["kind"], meta["config"], arrays.get("weight"), arrays.get("bias"), meta["source"])
         except ConvlabError as error:
@@ -343,7 +351,7 @@ def _normal_padding(padding: Any, window: Tuple[int, int], stride: Tuple[int, in
     if isinstance(padding, str) and padding.lower() == "same":
         return "same"
     # Resolve on an input large enough for any pad: the explicit pads of these forms do not depend on it.
-    extent = tuple((k - 1) * d + 1 for k, d in zip(window, dilation))
+    extent = ((window[0] - 1) * dilation[0] + 1, (window[1] - 1) * dilation[1] + 1)
     return resolve_pads(padding, extent, window, stride, dilation)
 
 
@@ -403,8 +411,15 @@ def _check_pool(config: dict) -> dict:
         data_format=data_format,
     )
     x_shape = (1,) + window + (1,) if data_format == "channels_last" else (1, 1) + window
-    pool_geometry(x_shape, window, mode, stride=stride, padding=padding, count_include_pad=count_include_pad,
-                  data_format=data_format)
+    pool_geometry(
+        x_shape,
+        window,
+        mode,
+        stride=stride,
+        padding=padding,
+        count_include_pad=count_include_pad,
+        data_format=data_format,
+    )
     normal["count_include_pad"] = bool(count_include_pad)
     return normal
 
@@ -443,7 +458,7 @@ def from_native(layer: Any) -> LayerSpec:
 Reader = Callable[[Any], LayerSpec]
 
 
-def _match(layer: Any, candidates: Dict[str, Tuple[type, Reader]], method: str, framework: str) -> Optional[Reader]:
+def _match(layer: Any, candidates: Mapping[str, Tuple[Any, Reader]], method: str, framework: str) -> Optional[Reader]:
     """The reader for the first candidate class ``layer`` is an instance of; a subclass must not override ``method``."""
     for name, (cls, reader) in candidates.items():
         if isinstance(cls, type) and isinstance(layer, cls):
@@ -460,15 +475,19 @@ def _unsupported(layer_name: str, attribute: str, value: Any, why: str) -> Convl
     return ConvlabValueError(f"{layer_name} {attribute}={value!r} is not supported: {why}")
 
 
-def _float_weights(layer_name: str, **arrays: Optional[np.ndarray]) -> Dict[str, Optional[np.ndarray]]:
-    out = {}
-    for name, value in arrays.items():
+def _float_weights(
+    layer_name: str, weight: np.ndarray, bias: Optional[np.ndarray]
+) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """The weights as they are, when convlab can compute in their dtype."""
+    for name, value in (("weight", weight), ("bias", bias)):
         if value is not None and value.dtype.name not in _DTYPES:
             raise _unsupported(
-                layer_name, f"{name}.dtype", value.dtype.name, "convlab computes in float32 or float64; cast the layer first"
+                layer_name,
+                f"{name}.dtype",
+                value.dtype.name,
+                "convlab computes in float32 or float64; cast the layer first",
             )
-        out[name] = value
-    return out
+    return weight, bias
 
 
 def _source(framework: str, layer_name: str, version: Any) -> Dict[str, str]:
@@ -494,8 +513,12 @@ def _torch_reader(layer: Any) -> Optional[Reader]:
 def _torch_array(tensor: Any) -> np.ndarray:
     tensor = tensor.detach().cpu()
     if tensor.dtype.is_floating_point and str(tensor.dtype) not in ("torch.float32", "torch.float64"):
-        raise _unsupported("torch layer", "dtype", str(tensor.dtype), "convlab computes in float32 or float64; "
-                           "call layer.float() first")
+        raise _unsupported(
+            "torch layer",
+            "dtype",
+            str(tensor.dtype),
+            "convlab computes in float32 or float64; call layer.float() first",
+        )
     return tensor.numpy().copy()
 
 
@@ -524,9 +547,9 @@ def _from_torch_conv(layer: Any) -> LayerSpec:
         pads = tuple((int(p), int(p)) for p in padding)
     weight = _torch_array(layer.weight)
     bias = None if layer.bias is None else _torch_array(layer.bias)
-    arrays = _float_weights(name, weight=weight, bias=bias)
+    weight, bias = _float_weights(name, weight, bias)
     config = dict(stride=stride, padding=pads, dilation=dilation, data_format="channels_first")
-    return LayerSpec("conv2d", config, arrays["weight"], arrays["bias"], _source("torch", name, torch.__version__))
+    return LayerSpec("conv2d", config, weight, bias, _source("torch", name, torch.__version__))
 
 
 def _from_torch_pool(layer: Any) -> LayerSpec:
@@ -537,8 +560,12 @@ def _from_torch_pool(layer: Any) -> LayerSpec:
         raise _unsupported(name, "ceil_mode", True, "convlab's output size is the floor rule (no ceil mode)")
     if average:
         if layer.divisor_override is not None:
-            raise _unsupported(name, "divisor_override", layer.divisor_override,
-                               "convlab divides by the window area or the real pixels under it")
+            raise _unsupported(
+                name,
+                "divisor_override",
+                layer.divisor_override,
+                "convlab divides by the window area or the real pixels under it",
+            )
     else:
         if layer.return_indices:
             raise _unsupported(name, "return_indices", True, "convlab pooling returns values only")
@@ -605,8 +632,9 @@ def _check_keras_dtype(name: str, layer: Any) -> None:
     compute = getattr(layer, "compute_dtype", None)
     if compute is not None and str(compute) not in _DTYPES:
         policy = getattr(getattr(layer, "dtype_policy", None), "name", compute)
-        raise _unsupported(name, "dtype_policy", str(policy), f"it computes in {compute}; convlab computes in "
-                           "float32 or float64")
+        raise _unsupported(
+            name, "dtype_policy", str(policy), f"it computes in {compute}; convlab computes in float32 or float64"
+        )
 
 
 def _from_keras_conv(layer: Any) -> LayerSpec:
@@ -621,8 +649,9 @@ def _from_keras_conv(layer: Any) -> LayerSpec:
     activation = getattr(layer, "activation", None)
     activation_name = getattr(activation, "__name__", repr(activation))
     if activation is not None and activation_name != "linear":
-        raise _unsupported(name, "activation", activation_name, "convlab layers are linear; port the "
-                           "activation separately")
+        raise _unsupported(
+            name, "activation", activation_name, "convlab layers are linear; port the activation separately"
+        )
     if getattr(layer, "quantization_mode", None) is not None:
         raise _unsupported(name, "quantization_mode", layer.quantization_mode, "convlab computes in float32/float64")
     _check_keras_dtype(name, layer)
@@ -631,8 +660,8 @@ def _from_keras_conv(layer: Any) -> LayerSpec:
         raise _unsupported(name, "data_format", layer.data_format, "convlab knows channels_first and channels_last")
     kernel = _keras_array(layer.kernel)  # HWIO in both data formats (with any LoRA update applied)
     bias = _keras_array(layer.bias) if layer.use_bias and layer.bias is not None else None
-    arrays = _float_weights(name, weight=kernel, bias=bias)
-    weight = arrays["weight"] if channels_last else np.ascontiguousarray(arrays["weight"].transpose(3, 2, 0, 1))
+    kernel, bias = _float_weights(name, kernel, bias)
+    weight = kernel if channels_last else np.ascontiguousarray(kernel.transpose(3, 2, 0, 1))
     window = tuple(kernel.shape[:2])
     stride, dilation = tuple(layer.strides), tuple(layer.dilation_rate)
     config = dict(
@@ -641,7 +670,7 @@ def _from_keras_conv(layer: Any) -> LayerSpec:
         dilation=dilation,
         data_format=layer.data_format,
     )
-    return LayerSpec("conv2d", config, weight, arrays["bias"], _source("keras", name, _keras_version(layer)))
+    return LayerSpec("conv2d", config, weight, bias, _source("keras", name, _keras_version(layer)))
 
 
 def _from_keras_pool(layer: Any) -> LayerSpec:
@@ -719,8 +748,7 @@ def _from_gluon_conv(layer: Any) -> LayerSpec:
         raise _unsupported(name, "activation", act, "convlab layers are linear; port the activation separately")
     weight = _gluon_array(name, layer.weight)
     bias = None if kwargs.get("no_bias", False) or layer.bias is None else _gluon_array(name, layer.bias)
-    arrays = _float_weights(name, weight=weight, bias=bias)
-    weight = arrays["weight"]
+    weight, bias = _float_weights(name, weight, bias)
     if layout == "NHWC":  # Gluon's NHWC weight is (Co, kh, kw, C): convlab's channels_last kernel is HWIO
         weight = np.ascontiguousarray(weight.transpose(1, 2, 3, 0))
     ph, pw = to_pair("padding", _tuple(kwargs.get("pad", 0)), minimum=0)
@@ -731,7 +759,7 @@ def _from_gluon_conv(layer: Any) -> LayerSpec:
         data_format=_GLUON_LAYOUTS[layout],
     )
     mxnet = sys.modules["mxnet"]
-    return LayerSpec("conv2d", config, weight, arrays["bias"], _source("mxnet", name, mxnet.__version__))
+    return LayerSpec("conv2d", config, weight, bias, _source("mxnet", name, mxnet.__version__))
 
 
 def _from_gluon_pool(layer: Any) -> LayerSpec:
@@ -744,8 +772,9 @@ def _from_gluon_pool(layer: Any) -> LayerSpec:
         raise _unsupported(name, "global_pool", True, "give the window explicitly")
     convention = kwargs.get("pooling_convention", "valid")
     if convention != "valid":
-        raise _unsupported(name, "ceil_mode", True, f"(pooling_convention={convention!r}) convlab's output size "
-                           "is the floor rule")
+        raise _unsupported(
+            name, "ceil_mode", True, f"(pooling_convention={convention!r}) convlab's output size is the floor rule"
+        )
     layout = kwargs.get("layout", "NCHW")
     if layout not in _GLUON_LAYOUTS:
         raise _unsupported(name, "layout", layout, "convlab knows NCHW (channels_first) and NHWC (channels_last)")
