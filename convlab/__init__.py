@@ -10,6 +10,7 @@ Example:
 """
 
 from convlab import geometry, images, kernels
+from convlab.autotune import autotune_enabled, clear_autotune, set_autotune
 from convlab.backend import Backend
 from convlab.conv_transpose import ConvTranspose2D, conv_transpose2d, conv_transpose2d_vjp
 from convlab.errors import BackendNotAvailableError, ConvlabError, ConvlabTypeError, ConvlabValueError
@@ -44,7 +45,9 @@ __all__ = [
     "LayerSpec",
     "MaxPool2D",
     "TrainResult",
+    "autotune_enabled",
     "backends",
+    "clear_autotune",
     "conv2d",
     "conv2d_vjp",
     "conv_transpose2d",
@@ -63,6 +66,7 @@ __all__ = [
     "output_shape",
     "pool2d",
     "register_backend",
+    "set_autotune",
     "set_backend",
     "train_kernel",
     "use_backend",

@@ -67,6 +67,14 @@ class Backend:
         """``x`` (converted from NumPy data) on the device of ``like``, one of the call's tensors."""
         return x
 
+    def is_concrete(self, x: Any) -> bool:
+        """False for a value being traced (JAX inside ``jit``): there is nothing to time (autotuning)."""
+        return True
+
+    def synchronize(self, y: Any) -> Any:
+        """Wait until ``y`` is computed (asynchronous frameworks); autotuning times through it."""
+        return self.to_numpy(y)
+
     def check_float64(self) -> None:
         """Raise a ConvlabTypeError when this backend cannot compute in float64 right now."""
 

@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tu
 
 import numpy as np
 
-from convlab import algorithms, registry
+from convlab import algorithms, autotune, registry
 from convlab.arguments import freeze
 from convlab.backend import Backend
 from convlab.errors import ConvlabTypeError, ConvlabValueError
@@ -155,15 +155,40 @@ class Call:
 
     # -- algorithms ---------------------------------------------------------------------------------
     def choose(self, geometry: Union[ConvGeometry, PoolGeometry], algorithm: str) -> str:
-        """The formulation to run; "auto" follows the backend's measured rules for this device."""
+        """The formulation to run; "auto" follows the backend's measured rules for this device, or, with
+        autotuning on (:mod:`convlab.autotune`), the fastest formulation on this call's own data."""
         if algorithm != "auto":
             return algorithm
+        if autotune.autotune_enabled():
+            tuned = self._autotune(geometry)
+            if tuned is not None:
+                return tuned
         backend = self.backend
         if isinstance(geometry, ConvGeometry):
             return algorithms.choose(
                 backend, backend.conv_rules, algorithms.conv_shape(geometry, self.dtype), self.device
             )
         return algorithms.choose(backend, backend.pool_rules, algorithms.pool_shape(geometry, self.dtype), self.device)
+
+    def _autotune(self, geometry: Union[ConvGeometry, PoolGeometry]) -> Optional[str]:
+        values = [None if item is None else item.value for item in self.items]
+        if not all(self.backend.is_concrete(v) for v in values if v is not None):
+            return None  # traced (jit): nothing to time
+        conv = isinstance(geometry, ConvGeometry)
+        methods = CONV_METHODS if conv else POOL_METHODS
+        build = self.conv if conv else self.pool
+        candidates = {
+            name: (lambda run=build(geometry, name): run(*values[: 3 if conv else 1]))  # type: ignore[arg-type]
+            for name in methods
+            if name in self.applicable(geometry)
+        }
+        key = autotune.signature(self.backend, geometry, f"{self.dtype}|{self.device}")
+        return autotune.choose(key, candidates, self.backend.synchronize, tuple(methods))
+
+    def applicable(self, geometry: Union[ConvGeometry, PoolGeometry]) -> Tuple[str, ...]:
+        """The formulations that compute this geometry (every registered one, but winograd: 3x3, stride 1)."""
+        methods = CONV_METHODS if isinstance(geometry, ConvGeometry) else POOL_METHODS
+        return tuple(methods)
 
     def conv(self, geometry: ConvGeometry, algorithm: str = "auto", out: Optional[Tuple[int, ...]] = None):
         """``run(x, k, bias=None)``: the correlation of ``geometry``, lifted, with ``algorithm``, shaped ``out``."""
@@ -253,6 +278,11 @@ class _Plan(NamedTuple):
 
 _PLANS: Dict[Any, _Plan] = {}
 registry.on_change(_PLANS.clear)  # a backend registered or replaced: plans that named the old one go
+
+
+def clear_plans() -> None:
+    """Forget every plan (the next call of each signature validates and chooses again)."""
+    _PLANS.clear()
 
 
 def _key_part(value: Any) -> Any:
