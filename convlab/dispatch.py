@@ -13,6 +13,7 @@ native op on accelerators, the measured rules on the CPU).
 
 from __future__ import annotations
 
+import functools
 import warnings
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
@@ -177,11 +178,10 @@ class Call:
         conv = isinstance(geometry, ConvGeometry)
         methods = CONV_METHODS if conv else POOL_METHODS
         build = self.conv if conv else self.pool
-        candidates = {
-            name: (lambda run=build(geometry, name): run(*values[: 3 if conv else 1]))  # type: ignore[arg-type]
-            for name in methods
-            if name in self.applicable(geometry)
-        }
+        arguments = values[: 3 if conv else 1]
+        candidates: Dict[str, Callable[[], Any]] = {}
+        for name in self.applicable(geometry):
+            candidates[name] = functools.partial(build(geometry, name), *arguments)  # type: ignore[arg-type]
         key = autotune.signature(self.backend, geometry, f"{self.dtype}|{self.device}")
         return autotune.choose(key, candidates, self.backend.synchronize, tuple(methods))
 
