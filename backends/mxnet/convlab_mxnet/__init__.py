@@ -16,13 +16,18 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Any, Callable, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
 import convlab
+from convlab import algorithms
+from convlab.arguments import to_pair
 from convlab.backend import Backend, Pads, Pair
+from convlab.dispatch import prepare
 from convlab.errors import ConvlabTypeError, ConvlabValueError
+from convlab.geometry import ConvGeometry, PoolGeometry, conv_geometry, pool_geometry
+from convlab.layers import lazy_classes
 
 __all__ = ["MxnetBackend", "MxnetConv2D", "MxnetPool2D"]
 
@@ -58,9 +63,13 @@ def _dtype_name(dtype: Any) -> str:
     return np.dtype(dtype).name
 
 
-def _convolution(ops: _Ops, x, k, bias, window: Pair, out_channels: int, stride, pads, dilation, channels_last: bool):
-    """Cross-correlation of NCHW x with OIHW k (NHWC / HWIO when channels_last), plus bias, on arrays or symbols."""
-    if channels_last:  # why: MXNet 1.x runs layout="NHWC" convolutions on GPU only
+def _convolution(ops: _Ops, x: Any, k: Any, bias: Any, geometry: ConvGeometry, pads: Pads) -> Any:
+    """Cross-correlation of NCHW x with OIHW k (NHWC / HWIO when channels_last), plus bias, on arrays or symbols.
+
+    ``geometry`` gives the window, channels, stride, dilation and layout; ``pads`` are its pads, or a layer plan's.
+    """
+    g = geometry
+    if g.channels_last:  # why: MXNet 1.x runs layout="NHWC" convolutions on GPU only
         x, k = x.transpose((0, 3, 1, 2)), k.transpose((3, 2, 0, 1))
     pad = _native_pad(pads)
     if pad is None:  # why: npx.convolution pads symmetrically only
@@ -69,14 +78,14 @@ def _convolution(ops: _Ops, x, k, bias, window: Pair, out_channels: int, stride,
         x,
         k,
         bias,
-        kernel=window,
-        stride=stride,
-        dilate=dilation,
+        kernel=g.window,
+        stride=g.stride,
+        dilate=g.dilation,
         pad=pad,
-        num_filter=out_channels,
+        num_filter=g.out_channels,
         no_bias=bias is None,
     )
-    return y.transpose((0, 2, 3, 1)) if channels_last else y
+    return y.transpose((0, 2, 3, 1)) if g.channels_last else y
 
 
 def _native_pad(pads: Pads, window: Optional[Pair] = None) -> Optional[Pair]:
@@ -98,24 +107,44 @@ def _non_default(**options: Any) -> dict:
     return {name: value for name, value in options.items() if defaults.get(name) != value}
 
 
-def _pooling(ops: _Ops, x, window: Pair, stride: Pair, pads: Pads, mode: str, count_include_pad: bool, channels_last):
-    """Max (padding with -inf) or average pooling of NCHW (or NHWC) arrays or symbols."""
-    if channels_last:  # why: MXNet 1.x pools layout="NHWC" on GPU only
+def _pooling(ops: _Ops, x: Any, geometry: PoolGeometry, pads: Pads) -> Any:
+    """Max (padding with -inf) or average pooling of NCHW (or NHWC) arrays or symbols, with MXNet's own ops only.
+
+    ``geometry`` gives the window, stride, mode and layout; ``pads`` are its pads, or a layer plan's. Nothing here
+    depends on the input's size, so a layer inside a hybridized parent (no input shapes) runs it too.
+    """
+    g = geometry
+    if g.channels_last:  # why: MXNet 1.x pools layout="NHWC" on GPU only
         x = x.transpose((0, 3, 1, 2))
-    pool, pad = ops.npx.pooling, _native_pad(pads, window)
+    pool, pad = ops.npx.pooling, _native_pad(pads, g.window)
     if pad is not None:
-        y = pool(x, kernel=window, stride=stride, pad=pad, pool_type=mode, count_include_pad=count_include_pad)
+        y = pool(x, kernel=g.window, stride=g.stride, pad=pad, pool_type=g.mode, count_include_pad=g.count_include_pad)
+    elif g.mode == "max" or g.count_include_pad:
+        padded = ops.pad(x, ((0, 0), (0, 0)) + pads, mode="constant", constant_value=g.fill)
+        y = pool(padded, kernel=g.window, stride=g.stride, pool_type=g.mode)
     else:
-        width = ((0, 0), (0, 0)) + pads
-        fill = -float("inf") if mode == "max" else 0.0
-        padded = ops.pad(x, width, mode="constant", constant_value=fill)
-        if mode == "max" or count_include_pad:
-            y = pool(padded, kernel=window, stride=stride, pool_type=mode)
-        else:  # window sums divided by the number of real pixels in each window
-            sums = pool(padded, kernel=window, stride=stride, pool_type="sum")
-            real = ops.pad(ops.np.ones_like(x[:1, :1]), width, mode="constant", constant_value=0.0)
-            y = sums / pool(real, kernel=window, stride=stride, pool_type="sum")
-    return y.transpose((0, 2, 3, 1)) if channels_last else y
+        y = _real_pixel_average(pool, x, g, pads)
+    return y.transpose((0, 2, 3, 1)) if g.channels_last else y
+
+
+def _real_pixel_average(pool: Callable[..., Any], x: Any, geometry: PoolGeometry, pads: Pads) -> Any:
+    """Average pooling of NCHW x over real pixels only, with pads MXNet cannot take (top != bottom or left != right).
+
+    MXNet pools with each axis padded by its larger pad and counts the real pixels itself (no divisor in the
+    graph: a traced graph holds no array constants, and a hybridized parent gives no input size). Along an
+    asymmetric axis the windows must start ``larger - before`` positions later, so that axis pools at stride 1
+    and keeps every ``stride``-th window from there; the windows kept never reach the extra padding. The layers
+    run this; :meth:`MxnetBackend.pool2d` divides by ``geometry.divisor`` instead (in float64 MXNet divides each
+    pixel before summing, an ulp or two from the correctly rounded average; float32 is the same to the bit).
+    """
+    larger = tuple(max(pair) for pair in pads)
+    native_stride = tuple(s if before == after else 1 for (before, after), s in zip(pads, geometry.stride))
+    y = pool(x, kernel=geometry.window, stride=native_stride, pad=larger, pool_type="avg", count_include_pad=False)
+    kept = tuple(
+        slice(None) if before == after else slice(most - before, (after - most) or None, s)
+        for (before, after), most, s in zip(pads, larger, geometry.stride)
+    )
+    return y[(slice(None), slice(None)) + kept]
 
 
 class MxnetBackend(Backend):
@@ -176,6 +205,10 @@ class MxnetBackend(Backend):
         # why: a CPU-only MXNet has one device (its CPU contexts mix freely) and reading x.ctx costs microseconds
         return x.ctx if self._gpus else None
 
+    def place_like(self, x: Any, like: Any) -> Any:
+        # why: mxnet.np.array puts NumPy data on the default context (the CPU), not next to a GPU tensor
+        return x.as_in_context(like.ctx) if self._gpus else x
+
     def asarray(self, x: Any, dtype: str) -> Any:
         target = self._dtypes[dtype]
         if isinstance(x, self._NDArray):
@@ -224,49 +257,46 @@ class MxnetBackend(Backend):
         return x.sum(axis=tuple(axes))
 
     # -- compute primitives -----------------------------------------------------------------------
-    def conv2d(self, x: Any, k: Any, stride: Pair, pads: Pads, dilation: Pair, channels_last: bool) -> Any:
-        return self.conv2d_bias(x, k, None, stride, pads, dilation, channels_last)
-
-    def conv2d_bias(self, x: Any, k: Any, bias: Any, stride: Pair, pads: Pads, dilation: Pair, channels_last: bool):
+    def conv2d(self, x: Any, k: Any, bias: Any, geometry: ConvGeometry) -> Any:
         # why: npx.convolution adds the bias itself; a separate broadcast add costs two more operator calls
-        shape = k.shape
-        window, out_channels = (shape[:2], shape[3]) if channels_last else (shape[2:], shape[0])
-        return _convolution(self._ops, x, k, bias, window, out_channels, stride, pads, dilation, channels_last)
+        return _convolution(self._ops, x, k, bias, geometry, geometry.pads)
 
-    def conv2d_bound(self, kernel_shape, stride, pads, dilation, channels_last) -> Callable[..., Any]:
-        pad = _native_pad(pads)
-        if channels_last or pad is None:
-            return super().conv2d_bound(kernel_shape, stride, pads, dilation, channels_last)
+    def conv2d_bound(self, geometry: ConvGeometry) -> Callable[[Any, Any, Any], Any]:
+        pad = _native_pad(geometry.pads)
+        if geometry.channels_last or pad is None:
+            return super().conv2d_bound(geometry)
         # why: every .shape read of an MXNet array is a C call of about 3 µs, and MXNet turns every keyword into
         # a string on every call: the kernel's shape is bound here once, and default options are left out
-        options = _non_default(kernel=kernel_shape[2:], stride=stride, dilate=dilation, pad=pad)
-        convolution, out_channels = self._ops.npx.convolution, kernel_shape[0]
+        options = _non_default(kernel=geometry.window, stride=geometry.stride, dilate=geometry.dilation, pad=pad)
+        convolution, out_channels = self._ops.npx.convolution, geometry.out_channels
 
         def run(x: Any, k: Any, bias: Any) -> Any:
             return convolution(x, k, bias, num_filter=out_channels, no_bias=bias is None, **options)
 
         return run
 
-    def pool2d_bound(self, window, stride, pads, mode, count_include_pad, channels_last) -> Callable[[Any], Any]:
-        pad = _native_pad(pads, window)
-        if channels_last or pad is None:
-            return super().pool2d_bound(window, stride, pads, mode, count_include_pad, channels_last)
-        options = _non_default(kernel=window, stride=stride, pad=pad, pool_type=mode)
-        if mode == "avg":
-            options["count_include_pad"] = count_include_pad
-        return functools.partial(self._ops.npx.pooling, **options)
+    def pool2d(self, x: Any, geometry: PoolGeometry) -> Any:
+        g = geometry
+        if g.mode == "max" or g.uniform_divisor or _native_pad(g.pads, g.window) is not None:
+            return _pooling(self._ops, x, g, g.pads)
+        # the average of real pixels with pads MXNet cannot take: window sums divided by convlab's count, as
+        # every backend rounds (MXNet's own float64 pooling divides each pixel by the count before summing)
+        if g.channels_last:
+            x = x.transpose((0, 3, 1, 2))
+        padded = self._ops.pad(x, ((0, 0), (0, 0)) + g.pads, mode="constant", constant_value=0.0)
+        sums = self._ops.npx.pooling(padded, kernel=g.window, stride=g.stride, pool_type="sum")
+        y = algorithms.divide(self, sums, g, channels_last=False)
+        return y.transpose((0, 2, 3, 1)) if g.channels_last else y
 
-    def pool2d(
-        self,
-        x: Any,
-        window: Pair,
-        stride: Pair,
-        pads: Pads,
-        mode: str,
-        count_include_pad: bool,
-        channels_last: bool,
-    ) -> Any:
-        return _pooling(self._ops, x, window, stride, pads, mode, count_include_pad, channels_last)
+    def pool2d_bound(self, geometry: PoolGeometry) -> Callable[[Any], Any]:
+        g = geometry
+        pad = _native_pad(g.pads, g.window)
+        if g.channels_last or pad is None:
+            return super().pool2d_bound(g)
+        options = _non_default(kernel=g.window, stride=g.stride, pad=pad, pool_type=g.mode)
+        if g.mode == "avg":
+            options["count_include_pad"] = g.count_include_pad
+        return functools.partial(self._ops.npx.pooling, **options)
 
     # -- training and layers ----------------------------------------------------------------------
     def value_and_grad(self, fn: Callable[[list], Any]) -> Callable[[list], Tuple[Any, list]]:
@@ -283,11 +313,11 @@ class MxnetBackend(Backend):
 
         return step
 
-    def conv2d_layer(self, config: dict, weight: np.ndarray, bias: np.ndarray | None) -> Any:
-        return _layer_classes()[0](config, weight, bias, self)
+    def conv2d_layer(self, config: dict, weight: np.ndarray, bias: Optional[np.ndarray]) -> Any:
+        return classes()["MxnetConv2D"](config, weight, bias, self)
 
     def pool2d_layer(self, config: dict) -> Any:
-        return _layer_classes()[1](config, self)
+        return classes()["MxnetPool2D"](config, self)
 
 
 # -- Gluon layers ---------------------------------------------------------------------------------
@@ -302,14 +332,16 @@ class _Plan(NamedTuple):
     dtype: str  # the dtype the layer computes in
 
 
-@functools.cache
-def _layer_classes() -> Tuple[type, type]:
-    """Build the HybridBlock classes on first use, so that importing this module does not import MXNet."""
+def _smallest_input(window: Pair, channels: int, dilation: Pair, channels_last: bool) -> Tuple[int, int, int, int]:
+    """The smallest 4-D input shape a window fits."""
+    extent = tuple((k - 1) * d + 1 for k, d in zip(window, dilation))
+    return (1,) + extent + (channels,) if channels_last else (1, channels) + extent  # type: ignore[return-value]
+
+
+def _build_layers() -> Dict[str, type]:
+    """The HybridBlock classes, built on first use so that importing this module does not import MXNet."""
     import mxnet
     from mxnet.gluon import HybridBlock
-
-    from convlab.arguments import to_pair
-    from convlab.ops import _describe, _geometry, _pool_geometry
 
     array_ops, symbol_ops = _namespaces()
     NDArray, Symbol = mxnet.nd.NDArray, mxnet.sym.Symbol
@@ -322,7 +354,7 @@ def _layer_classes() -> Tuple[type, type]:
     class ConvlabBlock(HybridBlock):
         """What both layers share: the core validates each new input signature, then MXNet ops run the plan.
 
-        Imperative and hybridized calls run the same ops (the adapter's primitives with the stored, validated
+        Imperative and hybridized calls run the same ops (the adapter's, with the stored, validated
         configuration), so a hybridized layer equals the imperative one; a hybridized graph is traced again
         when the plan (pads, lifting of 2-D/3-D inputs, dtype) changes.
         """
@@ -346,7 +378,8 @@ def _layer_classes() -> Tuple[type, type]:
                         f"padding='same' with stride {stride} needs the input size, which a hybridized parent block "
                         f"does not give its children: use explicit padding, or do not hybridize the parent"
                     )
-                self._signature, self._plan = None, self._shape_free_plan()
+                self._signature = None
+                self._plan = _Plan(None, self._template.pads, None, self._parameter_dtype())
                 return super().forward(x)
             return self._call_core(x)  # NumPy arrays and lists are converted, other frameworks' tensors refused
 
@@ -355,10 +388,9 @@ def _layer_classes() -> Tuple[type, type]:
             signature = (x.shape, self._convlab_backend.dtype_name(x), self._parameter_dtype())
             if signature == self._signature:
                 return
-            described = _describe(self._convlab_backend, "X", x)
-            geometry = self._geometry(described.shape)
-            dtype = "float64" if "float64" in (described.dtype, signature[2]) else "float32"
-            lift = None if len(described.shape) == 4 else (geometry.x4, geometry.out)
+            dtype = self._dtype(x)
+            geometry = self._geometry(x.shape)
+            lift = None if len(x.shape) == 4 else (geometry.x4, geometry.out)
             plan = _Plan(lift, geometry.pads, None if signature[1] == dtype else dtype, dtype)
             self._signature = signature
             if plan != self._plan:
@@ -389,6 +421,11 @@ def _layer_classes() -> Tuple[type, type]:
         numpy-mode arrays in numpy mode and legacy ones otherwise, like Gluon's own layers. Trains with
         ``autograd.record`` and ``gluon.Trainer``, imperative or after ``hybridize()``.
 
+        :func:`convlab.ConvTranspose2D` builds one too (weight (C, Co, kh, kw)), whose forward pass is
+        :func:`convlab.conv_transpose2d` on the parameters, run imperatively even after ``hybridize()``: MXNet
+        1.9.1's float32 deconvolution fails in its backward pass whenever the weight is not a leaf (a
+        channels-last or cast weight), so the layer keeps convlab's formulation from the seam's correlation.
+
         Example:
             >>> from mxnet import np
             >>> import convlab as cl
@@ -399,42 +436,49 @@ def _layer_classes() -> Tuple[type, type]:
         """
 
         def __init__(self, config: dict, weight: np.ndarray, bias: Optional[np.ndarray], backend: MxnetBackend):
+            config = dict(config)
+            operation = config.pop("operation", "conv2d")  # or "conv_transpose2d" (cl.ConvTranspose2D)
             super().__init__(config, backend)
-            self._channels_last = config["data_format"] == "channels_last"
-            self._stride = to_pair("stride", config["stride"])
-            self._dilation = to_pair("dilation", config["dilation"])
+            self.operation = operation
             with self.name_scope():
                 self.weight = self.params.get("weight", shape=weight.shape, init=mxnet.init.Constant(weight))
                 self.bias = None
                 if bias is not None:
                     self.bias = self.params.get("bias", shape=bias.shape, init=mxnet.init.Constant(bias))
             self.initialize()
+            if operation == "conv2d":
+                # the geometry of the smallest input: window, channels, stride, dilation, and the pads when they do
+                # not depend on the input's size (all that a graph inside a hybridized parent gets)
+                last = config["data_format"] == "channels_last"
+                window, channels = (weight.shape[:2], weight.shape[2]) if last else (weight.shape[2:], weight.shape[1])
+                dilation = to_pair("dilation", config["dilation"])
+                self._template = self._geometry(_smallest_input(window, channels, dilation, last))
+
+        def forward(self, x: Any) -> Any:
+            if self.operation == "conv2d":
+                return super().forward(x)
+            if isinstance(x, Symbol):
+                raise ConvlabValueError(
+                    "a ConvTranspose2D layer on MXNet runs imperatively (cl.conv_transpose2d), so a hybridized "
+                    "parent block cannot trace it: do not hybridize the parent"
+                )
+            return self._call_core(x)
 
         def _parameter_dtype(self) -> str:
             return _dtype_name(self.weight.dtype)
 
-        def _geometry(self, x_shape: Tuple[int, ...]) -> Any:
-            config, bias_shape = self.config, None if self.bias is None else self.bias.shape
-            return _geometry(
-                x_shape,
-                self.weight.shape,
-                bias_shape,
-                self._stride,
-                config["padding"],
-                self._dilation,
-                config["data_format"],
-            )
+        def _dtype(self, x: Any) -> str:
+            bias = None if self.bias is None else self.bias.data()
+            return prepare(self._convlab_backend, X=x, K=self.weight.data(), bias=bias)[1]
 
-        def _shape_free_plan(self) -> _Plan:
-            shape = self.weight.shape
-            channels, window = (shape[2], shape[:2]) if self._channels_last else (shape[1], shape[2:])
-            smallest = tuple((k - 1) * d + 1 for k, d in zip(window, self._dilation))
-            x4 = (1,) + smallest + (channels,) if self._channels_last else (1, channels) + smallest
-            return _Plan(None, self._geometry(x4).pads, None, self._parameter_dtype())
+        def _geometry(self, x_shape: Tuple[int, ...]) -> ConvGeometry:
+            bias_shape = None if self.bias is None else self.bias.shape
+            return conv_geometry(x_shape, self.weight.shape, bias_shape, **self.config)
 
         def _call_core(self, x: Any) -> Any:
             bias = None if self.bias is None else numpy_mode(self.bias.data())
-            return convlab.conv2d(x, numpy_mode(self.weight.data()), bias, backend=self._convlab_backend, **self.config)
+            forward = convlab.conv2d if self.operation == "conv2d" else convlab.conv_transpose2d
+            return forward(x, numpy_mode(self.weight.data()), bias, backend=self._convlab_backend, **self.config)
 
         def hybrid_forward(self, F: Any, x: Any, weight: Any, bias: Any = None) -> Any:
             ops = symbol_ops if isinstance(x, Symbol) else array_ops
@@ -442,24 +486,12 @@ def _layer_classes() -> Tuple[type, type]:
             if self._parameter_dtype() != dtype:
                 weight = weight.astype(dtype)
                 bias = None if bias is None else bias.astype(dtype)
-            shape = self.weight.shape
-            window, out_channels = (shape[:2], shape[3]) if self._channels_last else (shape[2:], shape[0])
-            y = _convolution(
-                ops,
-                self._lifted(x),
-                weight,
-                bias,
-                window,
-                out_channels,
-                self._stride,
-                self._plan.pads,
-                self._dilation,
-                self._channels_last,
-            )
+            y = _convolution(ops, self._lifted(x), weight, bias, self._template, self._plan.pads)
             return self._unlifted(y)
 
         def __repr__(self) -> str:
-            return f"MxnetConv2D(weight {self.weight.shape}, bias={self.bias is not None}, {self.config})"
+            what = "" if self.operation == "conv2d" else f"{self.operation}, "
+            return f"MxnetConv2D({what}weight {self.weight.shape}, bias={self.bias is not None}, {self.config})"
 
     class MxnetPool2D(ConvlabBlock):
         """convlab's MaxPool2D / AvgPool2D as a parameter-free Gluon ``HybridBlock``.
@@ -471,44 +503,27 @@ def _layer_classes() -> Tuple[type, type]:
             [[5.0, 7.0], [13.0, 15.0]]
         """
 
-        def _geometry(self, x_shape: Tuple[int, ...]) -> Any:
-            config = self.config
-            return _pool_geometry(
-                x_shape, config["pool_size"], config["mode"], config["stride"], config["padding"], config["data_format"]
-            )
+        def __init__(self, config: dict, backend: MxnetBackend):
+            super().__init__(config, backend)
+            last = config["data_format"] == "channels_last"
+            # window, stride, mode, layout and the size-free pads (see MxnetConv2D)
+            self._template = self._geometry(_smallest_input(config["pool_size"], 1, (1, 1), last))
 
-        def _shape_free_plan(self) -> _Plan:
-            window = self.config["pool_size"]
-            x4 = (1,) + window + (1,) if self.config["data_format"] == "channels_last" else (1, 1) + window
-            return _Plan(None, self._geometry(x4).pads, None, "")
+        def _dtype(self, x: Any) -> str:
+            return prepare(self._convlab_backend, X=x)[1]
+
+        def _geometry(self, x_shape: Tuple[int, ...]) -> PoolGeometry:
+            return pool_geometry(x_shape, **self.config)
 
         def _call_core(self, x: Any) -> Any:
             return convlab.pool2d(x, backend=self._convlab_backend, **self.config)
 
         def hybrid_forward(self, F: Any, x: Any) -> Any:
-            config = self.config
-            y = _pooling(
-                symbol_ops if isinstance(x, Symbol) else array_ops,
-                self._lifted(x),
-                config["pool_size"],
-                config["stride"],
-                self._plan.pads,
-                config["mode"],
-                config["count_include_pad"],
-                config["data_format"] == "channels_last",
-            )
-            return self._unlifted(y)
+            ops = symbol_ops if isinstance(x, Symbol) else array_ops
+            return self._unlifted(_pooling(ops, self._lifted(x), self._template, self._plan.pads))
 
-    for cls in (MxnetConv2D, MxnetPool2D):
-        cls.__qualname__ = cls.__name__  # why: pickle finds the class as convlab_mxnet.<name> (module __getattr__)
-        cls.__module__ = __name__
-    return MxnetConv2D, MxnetPool2D
+    return {"MxnetConv2D": MxnetConv2D, "MxnetPool2D": MxnetPool2D}
 
 
-def __getattr__(name: str) -> Any:
-    """``convlab_mxnet.MxnetConv2D`` / ``MxnetPool2D``, built (and MXNet imported) on first access."""
-    if name == "MxnetConv2D":
-        return _layer_classes()[0]
-    if name == "MxnetPool2D":
-        return _layer_classes()[1]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+#: ``convlab_mxnet.MxnetConv2D`` / ``MxnetPool2D``, built (and MXNet imported) on first access
+classes, __getattr__ = lazy_classes(__name__, _build_layers)
