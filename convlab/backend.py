@@ -108,7 +108,8 @@ class Backend:
 
     def maximum(self, a: Any, b: Any) -> Any:
         """Elementwise maximum (pool2d's "shift"); by default from the array-API namespace of ``a``."""
-        return a.__array_namespace__().maximum(a, b)
+        namespace = getattr(a, "__array_namespace__", None)  # NumPy < 2 arrays have none
+        return namespace().maximum(a, b) if namespace is not None else np.maximum(a, b)
 
     # -- compute primitives: 4-D tensors in the geometry's layout (see convlab.geometry) ---------------
     def conv2d(self, x: Any, k: Any, bias: Any, geometry: ConvGeometry) -> Any:

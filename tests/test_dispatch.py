@@ -153,12 +153,15 @@ def test_entry_points_of_another_class_load(monkeypatch):
 
 def test_with_the_importlib_metadata_backport_imported_first():
     """The same, end to end: a process that imports the backport before convlab still runs every call."""
-    pytest.importorskip("importlib_metadata")
     code = (
+        "import importlib.util, sys\n"
+        "if importlib.util.find_spec('importlib_metadata') is None: sys.exit(3)\n"
         "import importlib_metadata, numpy as np, convlab as cl\n"
         "print(sorted(cl.backends()))\n"
         "print(cl.corr2d(np.ones((3, 3)), np.ones((2, 2))).tolist())\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    if result.returncode == 3:
+        pytest.skip("the importlib_metadata backport is not installed in this environment")
     assert result.returncode == 0, result.stderr
     assert "[[4.0, 4.0], [4.0, 4.0]]" in result.stdout
