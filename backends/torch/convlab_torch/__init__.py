@@ -13,30 +13,40 @@ Example:
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Sequence, Tuple, Union
 
 import numpy as np
 
 import convlab
+from convlab import algorithms
 from convlab.backend import Backend, Pads, Pair
+from convlab.geometry import ConvGeometry, PoolGeometry, taps
+from convlab.layers import lazy_classes
 
 __all__ = ["TorchBackend", "TorchConv2D", "TorchPool2D"]
 
-_INF = float("inf")
 #: output bytes per row block of the in-place shift-and-accumulate: block and input rows stay in the 2 MB L2
 #: (measured at 2048^2, one thread: 64 KB blocks 24.7 ms, 512 KB 13.6 ms, 2 MB 21.8 ms, whole image 30.8 ms)
 SHIFT_BLOCK_BYTES = 512 * 1024
 
 
-def _native_padding(pads: Pads, window: Optional[Pair] = None) -> Any:
-    """torch's ``padding`` argument for pads, or None where torch cannot pad that way itself.
+def _native_padding(geometry: Union[ConvGeometry, PoolGeometry]) -> Any:
+    """torch's ``padding`` argument for the geometry's pads, or None where torch cannot pad that way itself.
 
-    F.conv2d pads symmetrically only; the pooling functions (``window`` given) also by at most half the window.
+    F.conv2d pads symmetrically only; the pooling functions also by at most half the window.
     """
-    (top, bottom), (left, right) = pads
-    if top != bottom or left != right or (window is not None and (2 * top > window[0] or 2 * left > window[1])):
+    if not geometry.symmetric_pads:
+        return None
+    top, left = geometry.pads[0][0], geometry.pads[1][0]
+    if isinstance(geometry, PoolGeometry) and (2 * top > geometry.window[0] or 2 * left > geometry.window[1]):
         return None
     return top if top == left else (top, left)
+
+
+def _flat_pads(pads: Pads) -> Tuple[int, int, int, int]:
+    """F.pad's order for the last two axes: (left, right, top, bottom)."""
+    (top, bottom), (left, right) = pads
+    return (left, right, top, bottom)
 
 
 def _compact(pair: Pair) -> Any:
@@ -129,6 +139,11 @@ class TorchBackend(Backend):
         return x.detach().cpu().numpy()
 
     # -- array plumbing -----------------------------------------------------------------------------
+    def reshape(self, x: Any, shape: Sequence[int]) -> Any:
+        # why: the function is ~0.8 µs faster per call than the method x.reshape (torch 2.x, one thread); the
+        # book functions (corr2d & co.) reshape three times per call
+        return self._torch.reshape(x, tuple(shape))
+
     def transpose(self, x: Any, axes: Sequence[int]) -> Any:
         return x.permute(*axes)
 
@@ -150,89 +165,72 @@ class TorchBackend(Backend):
         return x.sum(dim=tuple(axes)) if len(axes) else x
 
     # -- compute primitives ---------------------------------------------------------------------------
-    def conv2d(self, x: Any, k: Any, stride: Pair, pads: Pads, dilation: Pair, channels_last: bool) -> Any:
-        return self.conv2d_bias(x, k, None, stride, pads, dilation, channels_last)
-
-    def conv2d_bias(
-        self, x: Any, k: Any, bias: Any, stride: Pair, pads: Pads, dilation: Pair, channels_last: bool
-    ) -> Any:
-        if channels_last:  # NHWC/HWIO as NCHW/OIHW views: torch's conv runs natively on channels_last memory
+    def conv2d(self, x: Any, k: Any, bias: Any, geometry: ConvGeometry) -> Any:
+        g = geometry
+        if g.channels_last:  # NHWC/HWIO as NCHW/OIHW views: torch's conv runs natively on channels_last memory
             x, k = x.permute(0, 3, 1, 2), k.permute(3, 2, 0, 1)
-        padding = _native_padding(pads)
+        padding = _native_padding(g)
         if padding is None:
-            (top, bottom), (left, right) = pads
-            x, padding = self._functional.pad(x, (left, right, top, bottom)), 0
-        y = self._torch.conv2d(x, k, bias, _compact(stride), padding, _compact(dilation))
-        return y.permute(0, 2, 3, 1) if channels_last else y
+            x, padding = self._functional.pad(x, _flat_pads(g.pads)), 0
+        y = self._torch.conv2d(x, k, bias, _compact(g.stride), padding, _compact(g.dilation))
+        return y.permute(0, 2, 3, 1) if g.channels_last else y
 
-    def conv2d_bound(self, kernel_shape, stride, pads, dilation, channels_last) -> Callable[..., Any]:
-        padding = _native_padding(pads)
-        if channels_last or padding is None:
-            return super().conv2d_bound(kernel_shape, stride, pads, dilation, channels_last)
+    def conv2d_bound(self, geometry: ConvGeometry) -> Callable[..., Any]:
+        g = geometry
+        padding = _native_padding(g)
+        if g.channels_last or padding is None:
+            return super().conv2d_bound(g)
         # why: at 8x8 torch's conv takes ~9 µs, so the adapter's own argument handling (~1 µs) is bound away here
         conv2d = self._torch.conv2d
-        return functools.partial(conv2d, stride=_compact(stride), padding=padding, dilation=_compact(dilation))
+        return functools.partial(conv2d, stride=_compact(g.stride), padding=padding, dilation=_compact(g.dilation))
 
-    def pool2d_bound(self, window, stride, pads, mode, count_include_pad, channels_last) -> Callable[[Any], Any]:
-        padding = _native_padding(pads, window)
-        if channels_last or padding is None:
-            return super().pool2d_bound(window, stride, pads, mode, count_include_pad, channels_last)
-        options = dict(kernel_size=_compact(window), stride=_compact(stride), padding=padding)
-        if mode == "max":
+    def pool2d_bound(self, geometry: PoolGeometry) -> Callable[[Any], Any]:
+        g = geometry
+        padding = _native_padding(g)
+        if g.channels_last or padding is None:
+            return super().pool2d_bound(g)
+        options = dict(kernel_size=_compact(g.window), stride=_compact(g.stride), padding=padding)
+        if g.mode == "max":
             return functools.partial(self._torch.max_pool2d, **options)
-        return functools.partial(self._functional.avg_pool2d, **options, count_include_pad=count_include_pad)
+        return functools.partial(self._functional.avg_pool2d, **options, count_include_pad=g.count_include_pad)
 
-    def pool2d(
-        self,
-        x: Any,
-        window: Pair,
-        stride: Pair,
-        pads: Pads,
-        mode: str,
-        count_include_pad: bool,
-        channels_last: bool,
-    ) -> Any:
-        functional = self._functional
-        if channels_last:
+    def pool2d(self, x: Any, geometry: PoolGeometry) -> Any:
+        g, functional = geometry, self._functional
+        if g.channels_last:
             x = x.permute(0, 3, 1, 2)
-        (top, bottom), (left, right) = pads
-        padding = native = _native_padding(pads, window)  # torch's own padding is -inf for max pooling
-        if native is None and (mode == "max" or count_include_pad):
-            x, padding = functional.pad(x, (left, right, top, bottom), value=-_INF if mode == "max" else 0.0), 0
-        if mode == "max":  # torch.max_pool2d: the op itself, without F.max_pool2d's Python wrapper
-            y = self._torch.max_pool2d(x, _compact(window), _compact(stride), padding)
-        elif native is not None or count_include_pad:
-            y = functional.avg_pool2d(x, _compact(window), _compact(stride), padding, False, count_include_pad)
+        window, stride = _compact(g.window), _compact(g.stride)
+        padding = native = _native_padding(g)  # torch's own padding is -inf for max pooling
+        if native is None and (g.mode == "max" or g.count_include_pad):
+            x, padding = functional.pad(x, _flat_pads(g.pads), value=g.fill), 0
+        if g.mode == "max":  # torch.max_pool2d: the op itself, without F.max_pool2d's Python wrapper
+            y = self._torch.max_pool2d(x, window, stride, padding)
+        elif native is not None or g.count_include_pad:
+            y = functional.avg_pool2d(x, window, stride, padding, False, g.count_include_pad)
         else:  # window sums divided by the number of real pixels each window covers
-            flat = (left, right, top, bottom)
-            sums = functional.avg_pool2d(functional.pad(x, flat), window, stride, divisor_override=1)
-            ones = x.new_ones((1, 1) + tuple(x.shape[2:]))
-            y = sums / functional.avg_pool2d(functional.pad(ones, flat), window, stride, divisor_override=1)
-        return y.permute(0, 2, 3, 1) if channels_last else y
+            sums = functional.avg_pool2d(functional.pad(x, _flat_pads(g.pads)), window, stride, divisor_override=1)
+            y = algorithms.divide(self, sums, g, channels_last=False)
+        return y.permute(0, 2, 3, 1) if g.channels_last else y
 
-    def conv2d_shift(
-        self, x: Any, k: Any, bias: Any, stride: Pair, pads: Pads, dilation: Pair, channels_last: bool
-    ) -> Any:
+    def conv2d_shift(self, x: Any, k: Any, bias: Any, geometry: ConvGeometry) -> Any:
         if self._torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, k, bias)):
-            return super().conv2d_shift(x, k, bias, stride, pads, dilation, channels_last)  # autograd: out of place
-        return _shift_in_place(self._torch, self._functional, x, k, bias, stride, pads, dilation, channels_last)
+            return super().conv2d_shift(x, k, bias, geometry)  # autograd: out of place
+        return _shift_in_place(self._torch, self._functional, x, k, bias, geometry)
 
-    def pool2d_shift(self, x, window, stride, pads, mode, count_include_pad, channels_last) -> Any:
+    def pool2d_shift(self, x: Any, geometry: PoolGeometry) -> Any:
         if self._torch.is_grad_enabled() and x.requires_grad:
             # why: torch.maximum splits the gradient of ties between both sides, max pooling gives it to one input
-            return self.pool2d(x, window, stride, pads, mode, count_include_pad, channels_last)
-        if mode == "avg" and not count_include_pad and any(any(pair) for pair in pads):
-            return super().pool2d_shift(x, window, stride, pads, mode, count_include_pad, channels_last)
-        return _pool_shift_in_place(self._torch, self._functional, x, window, stride, pads, mode, channels_last)
+            return self.pool2d(x, geometry)
+        if geometry.mode == "avg" and not geometry.uniform_divisor:
+            return super().pool2d_shift(x, geometry)
+        return _pool_shift_in_place(self._torch, self._functional, x, geometry)
 
-    def pool2d_layout(self, x, window, stride, pads, mode, count_include_pad, channels_last) -> Any:
+    def pool2d_layout(self, x: Any, geometry: PoolGeometry) -> Any:
         # why: torch's max pooling kernel for channels_last memory is vectorised over channels, NCHW's is not;
         # the result keeps channels_last strides (as torch's own ops return it), same values and shape
-        if channels_last:
-            y = self.pool2d(x.permute(0, 3, 1, 2).contiguous(), window, stride, pads, mode, count_include_pad, False)
+        if geometry.channels_last:
+            y = self.pool2d(x.permute(0, 3, 1, 2).contiguous(), algorithms.other_layout(geometry))
             return y.permute(0, 2, 3, 1)
-        x = x.contiguous(memory_format=self._torch.channels_last)
-        return self.pool2d(x, window, stride, pads, mode, count_include_pad, False)
+        return self.pool2d(x.contiguous(memory_format=self._torch.channels_last), geometry)
 
     # -- training and layers -------------------------------------------------------------------------
     def value_and_grad(self, fn: Callable[[list], Any]) -> Callable[[list], Tuple[Any, list]]:
@@ -246,13 +244,13 @@ class TorchBackend(Backend):
         return step
 
     def conv2d_layer(self, config: dict, weight: np.ndarray, bias: np.ndarray | None) -> Any:
-        return _layer_classes()[0](config, weight, bias, self.name)
+        return _layer_classes()["TorchConv2D"](config, weight, bias, self.name)
 
     def pool2d_layer(self, config: dict) -> Any:
-        return _layer_classes()[1](config, self.name)
+        return _layer_classes()["TorchPool2D"](config, self.name)
 
 
-def _shift_in_place(torch, functional, x, k, bias, stride, pads, dilation, channels_last):
+def _shift_in_place(torch, functional, x, k, bias, geometry: ConvGeometry):
     """Shift-and-accumulate with in-place ``add_(patch, alpha=weight)`` over blocks of output rows.
 
     One fused multiply-add per kernel offset and channel pair, each on a block of rows small enough to stay
@@ -260,35 +258,29 @@ def _shift_in_place(torch, functional, x, k, bias, stride, pads, dilation, chann
     oneDNN's 16-channel blocks and is ten times slower). Weights are read as Python floats: fine on the CPU,
     where "auto" chooses this; on a GPU it would synchronise, and "auto" keeps cuDNN there.
     """
-    if channels_last:
+    g = geometry
+    if g.channels_last:
         x, k = x.permute(0, 3, 1, 2), k.permute(3, 2, 0, 1)
-    (top, bottom), (left, right) = pads
-    if top or bottom or left or right:
-        x = functional.pad(x, (left, right, top, bottom))
-    batch, in_channels, height, width = x.shape
-    out_channels, _, kernel_h, kernel_w = k.shape
-    out_h = (height - dilation[0] * (kernel_h - 1) - 1) // stride[0] + 1
-    out_w = (width - dilation[1] * (kernel_w - 1) - 1) // stride[1] + 1
-    if channels_last:  # write through an NCHW view of NHWC memory, hand back the NHWC tensor
-        out = x.new_empty((batch, out_h, out_w, out_channels))
-        y = out.permute(0, 3, 1, 2)
-    else:
-        out = y = x.new_empty((batch, out_channels, out_h, out_w))
+    if g.padded:
+        x = functional.pad(x, _flat_pads(g.pads))
+    out = x.new_empty(g.out4)
+    # channels_last: write through an NCHW view of the NHWC output, hand back the NHWC tensor
+    y = out.permute(0, 3, 1, 2) if g.channels_last else out
+    (out_h, out_w), (kernel_h, kernel_w) = g.out_hw, g.window
     weights = k.tolist()
     biases = None if bias is None else bias.tolist()
-    block = max(1, SHIFT_BLOCK_BYTES // max(1, batch * out_w * y.element_size()))
-    (sh, sw), (dh, dw) = stride, dilation
+    block = max(1, SHIFT_BLOCK_BYTES // max(1, g.batch * out_w * y.element_size()))
+    (sh, sw), (dh, dw) = g.stride, g.dilation
     for start in range(0, out_h, block):
         rows = min(block, out_h - start)
-        for o in range(out_channels):
+        for o in range(g.out_channels):
             target = y[:, o, start : start + rows]
             first = True
-            for c in range(in_channels):
+            for c in range(g.in_channels):
                 for i in range(kernel_h):
-                    top_row = start * sh + i * dh
-                    source = x[:, c, top_row : top_row + (rows - 1) * sh + 1 : sh]
+                    source = x[:, c, taps(start * sh + i * dh, rows, sh)]
                     for j in range(kernel_w):
-                        patch = source[:, :, j * dw : j * dw + (out_w - 1) * sw + 1 : sw]
+                        patch = source[:, :, taps(j * dw, out_w, sw)]
                         if first:
                             torch.mul(patch, weights[o][c][i][j], out=target)
                             first = False
@@ -299,50 +291,49 @@ def _shift_in_place(torch, functional, x, k, bias, stride, pads, dilation, chann
     return out
 
 
-def _pool_shift_in_place(torch, functional, x, window, stride, pads, mode, channels_last):
-    """Max (``torch.maximum(out=)``) or sum (``add_``) of shifted views over L2-sized blocks of output rows."""
-    if channels_last:
+def _pool_shift_in_place(torch, functional, x, geometry: PoolGeometry):
+    """Max (``torch.maximum(out=)``) or sum (``add_``) of shifted views over L2-sized blocks of output rows.
+
+    Average pooling comes here only with a uniform divisor (one float); real-pixel counts go to the generic
+    version (:func:`convlab.algorithms.pool2d_shift`).
+    """
+    g = geometry
+    if g.channels_last:
         x = x.permute(0, 3, 1, 2)
-    (top, bottom), (left, right) = pads
-    if top or bottom or left or right:
-        x = functional.pad(x, (left, right, top, bottom), value=-_INF if mode == "max" else 0.0)
-    batch, channels, height, width = x.shape
-    out_h, out_w = (height - window[0]) // stride[0] + 1, (width - window[1]) // stride[1] + 1
-    if channels_last:
-        out = x.new_empty((batch, out_h, out_w, channels))
-        y = out.permute(0, 3, 1, 2)
-    else:
-        out = y = x.new_empty((batch, channels, out_h, out_w))
-    block = max(1, SHIFT_BLOCK_BYTES // max(1, batch * channels * out_w * y.element_size()))
-    (sh, sw), (wh, ww) = stride, window
+    if g.padded:
+        x = functional.pad(x, _flat_pads(g.pads), value=g.fill)
+    out = x.new_empty(g.out4)
+    y = out.permute(0, 3, 1, 2) if g.channels_last else out
+    (out_h, out_w), (sh, sw), (wh, ww) = g.out_hw, g.stride, g.window
+    block = max(1, SHIFT_BLOCK_BYTES // max(1, g.x4[0] * g.channels * out_w * y.element_size()))
     for start in range(0, out_h, block):
         rows = min(block, out_h - start)
         target = y[:, :, start : start + rows]
         for i in range(wh):
-            source = x[:, :, start * sh + i : start * sh + i + (rows - 1) * sh + 1 : sh]
+            source = x[:, :, taps(start * sh + i, rows, sh)]
             for j in range(ww):
-                patch = source[:, :, :, j : j + (out_w - 1) * sw + 1 : sw]
+                patch = source[:, :, :, taps(j, out_w, sw)]
                 if i == j == 0:
                     target.copy_(patch)
-                elif mode == "max":
+                elif g.mode == "max":
                     torch.maximum(target, patch, out=target)
                 else:
                     target.add_(patch)
-        if mode == "avg":
-            target.div_(wh * ww)
+        if g.mode == "avg":
+            target.div_(g.divisor)
     return out
 
 
-@functools.cache
-def _layer_classes() -> Tuple[type, type]:
-    """Build the nn.Module classes on first use, so that importing this module does not import torch."""
+def _build_layer_classes() -> Dict[str, type]:
+    """The nn.Module classes, built on first use so that importing this module does not import torch."""
     import torch
 
     class TorchConv2D(torch.nn.Module):
         """convlab's Conv2D as a ``torch.nn.Module``: ``weight`` (Co, C, kh, kw) and ``bias`` (Co,) parameters.
 
         With ``data_format="channels_last"`` the weight is (kh, kw, C, Co). Works with ``torch.optim``,
-        ``state_dict`` and ``torch.compile``.
+        ``state_dict`` and ``torch.compile``. :func:`convlab.ConvTranspose2D` builds one too, whose forward
+        pass is :func:`convlab.conv_transpose2d` (weight (C, Co, kh, kw)).
 
         Example:
             >>> import torch, convlab as cl
@@ -354,6 +345,7 @@ def _layer_classes() -> Tuple[type, type]:
         def __init__(self, config: dict, weight: np.ndarray, bias: np.ndarray | None, backend: str = "torch"):
             super().__init__()
             self.config = dict(config)
+            self.operation = self.config.pop("operation", "conv2d")  # or "conv_transpose2d" (cl.ConvTranspose2D)
             self.backend = backend
             self.weight = torch.nn.Parameter(torch.from_numpy(weight))
             self.bias = None if bias is None else torch.nn.Parameter(torch.from_numpy(bias))
@@ -361,11 +353,13 @@ def _layer_classes() -> Tuple[type, type]:
             convlab.registry.backend_of(self.weight)
 
         def forward(self, X: Any) -> Any:
-            return convlab.conv2d(X, self.weight, self.bias, backend=self.backend, **self.config)
+            forward = convlab.conv2d if self.operation == "conv2d" else convlab.conv_transpose2d
+            return forward(X, self.weight, self.bias, backend=self.backend, **self.config)
 
         def extra_repr(self) -> str:
             config = ", ".join(f"{key}={value!r}" for key, value in self.config.items())
-            return f"weight={tuple(self.weight.shape)}, bias={self.bias is not None}, {config}"
+            operation = "" if self.operation == "conv2d" else f", operation={self.operation!r}"
+            return f"weight={tuple(self.weight.shape)}, bias={self.bias is not None}, {config}{operation}"
 
     class TorchPool2D(torch.nn.Module):
         """convlab's MaxPool2D / AvgPool2D as a parameter-free ``torch.nn.Module``.
@@ -387,15 +381,8 @@ def _layer_classes() -> Tuple[type, type]:
         def extra_repr(self) -> str:
             return ", ".join(f"{key}={value!r}" for key, value in self.config.items())
 
-    for cls in (TorchConv2D, TorchPool2D):
-        cls.__qualname__ = cls.__name__  # why: pickle finds the class as convlab_torch.<name> (module __getattr__)
-    return TorchConv2D, TorchPool2D
+    return {"TorchConv2D": TorchConv2D, "TorchPool2D": TorchPool2D}
 
 
-def __getattr__(name: str) -> Any:
-    """``convlab_torch.TorchConv2D`` / ``TorchPool2D``, built (and torch imported) on first access."""
-    if name == "TorchConv2D":
-        return _layer_classes()[0]
-    if name == "TorchPool2D":
-        return _layer_classes()[1]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+#: ``convlab_torch.TorchConv2D`` / ``TorchPool2D``, built (and torch imported) on first access
+_layer_classes, __getattr__ = lazy_classes(__name__, _build_layer_classes)
