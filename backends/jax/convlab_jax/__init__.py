@@ -1,7 +1,8 @@
 """convlab's JAX backend: each primitive is one jitted ``jax.lax`` op, so it works under jit, vmap and grad.
 
-The configuration (stride, pads, dilation, window, layout) reaches the kernels as static Python values:
-each combination compiles once, and an eager call then takes JAX's C++ fast path for jitted functions.
+The configuration reaches the kernels as a static argument, the call's geometry object
+(:mod:`convlab.geometry`: frozen and hashable): each geometry compiles once, and an eager call then takes
+JAX's C++ fast path for jitted functions.
 ``Conv2D`` is a pytree (weight and bias are its leaves), so ``jax.grad`` and ``jax.tree_util.tree_map``
 train it like any JAX model. Importing this module does not import JAX; creating the backend does.
 
@@ -20,9 +21,11 @@ from typing import Any, Callable, Optional, Sequence, Tuple
 
 import numpy as np
 
+import convlab
 from convlab import algorithms
-from convlab.backend import Backend, Pads, Pair
+from convlab.backend import Backend, Pair
 from convlab.errors import ConvlabTypeError
+from convlab.geometry import ConvGeometry, PoolGeometry
 from convlab.ops import conv2d, pool2d
 
 __all__ = ["JaxBackend", "JaxConv2D", "JaxPool2D"]
@@ -61,10 +64,10 @@ class JaxBackend(Backend):
         import jax  # here, not at module import: registering the backend must not load JAX
 
         self._jax = jax
-        self._ops = _jitted_ops()
+        self._ops = _jitted_ops(self)
         # why: eagerly, the generic formulation is some twenty dispatches; jitted whole, XLA fuses it into one loop
-        self._shift = jax.jit(functools.partial(algorithms.conv2d_shift, self), static_argnums=(3, 4, 5, 6))
-        self._pool_shift = _pool_shift(self)
+        self._shift = jax.jit(functools.partial(algorithms.conv2d_shift, self), static_argnums=(3,))
+        self._pool_shift = _pool_shift(self, self._ops.pool2d)
         if jax.default_backend() != "cpu":  # the rules were measured on the CPU; on GPU and TPU "auto" stays native
             self.conv_rules = self.pool_rules = ()
         _register_pytrees()
@@ -135,34 +138,26 @@ class JaxBackend(Backend):
     def matmul(self, a: Any, b: Any) -> Any:
         return self._ops.matmul(a, b)
 
-    # -- compute primitives -----------------------------------------------------------------------
-    def conv2d(self, x: Any, k: Any, stride: Pair, pads: Pads, dilation: Pair, channels_last: bool) -> Any:
-        return self._ops.conv2d(x, k, stride, pads, dilation, channels_last)
+    # -- compute primitives: the geometry is the jitted kernels' static argument ---------------------
+    def conv2d(self, x: Any, k: Any, bias: Any, geometry: ConvGeometry) -> Any:
+        return self._ops.conv2d(x, k, bias, geometry)  # one call, the bias add fused
 
-    def conv2d_bias(
-        self, x: Any, k: Any, bias: Any, stride: Pair, pads: Pads, dilation: Pair, channels_last: bool
-    ) -> Any:
-        return self._ops.conv2d_bias(x, k, bias, stride, pads, dilation, channels_last)  # one call, the add fused
+    def conv2d_bound(self, geometry: ConvGeometry) -> Callable[[Any, Any, Any], Any]:
+        run = self._ops.conv2d  # the jitted op, called positionally (JAX's C++ fast path), no method in between
+        return lambda x, k, bias: run(x, k, bias, geometry)
 
-    def conv2d_shift(
-        self, x: Any, k: Any, bias: Any, stride: Pair, pads: Pads, dilation: Pair, channels_last: bool
-    ) -> Any:
-        return self._shift(x, k, bias, stride, pads, dilation, channels_last)
+    def conv2d_shift(self, x: Any, k: Any, bias: Any, geometry: ConvGeometry) -> Any:
+        return self._shift(x, k, bias, geometry)
 
-    def pool2d_shift(self, x, window, stride, pads, mode, count_include_pad, channels_last) -> Any:
-        return self._pool_shift(x, window, stride, pads, mode, count_include_pad, channels_last)
+    def pool2d(self, x: Any, geometry: PoolGeometry) -> Any:
+        return self._ops.pool2d(x, geometry)
 
-    def pool2d(
-        self,
-        x: Any,
-        window: Pair,
-        stride: Pair,
-        pads: Pads,
-        mode: str,
-        count_include_pad: bool,
-        channels_last: bool,
-    ) -> Any:
-        return self._ops.pool2d(x, window, stride, pads, mode, count_include_pad, channels_last)
+    def pool2d_bound(self, geometry: PoolGeometry) -> Callable[[Any], Any]:
+        run = self._ops.pool2d
+        return lambda x: run(x, geometry)
+
+    def pool2d_shift(self, x: Any, geometry: PoolGeometry) -> Any:
+        return self._pool_shift(x, geometry)
 
     # -- training and layers ----------------------------------------------------------------------
     def value_and_grad(self, fn: Callable[[list], Any]) -> Callable[[list], Tuple[Any, list]]:
@@ -176,9 +171,8 @@ class JaxBackend(Backend):
         return JaxPool2D(self, config)
 
 
-@functools.cache
-def _jitted_ops() -> SimpleNamespace:
-    """The backend's kernels, each jitted with its configuration static, built once on first use.
+def _jitted_ops(backend: JaxBackend) -> SimpleNamespace:
+    """The backend's kernels, each jitted with its configuration static, built once per backend instance.
 
     Why jit even one-op kernels: an eager JAX op costs ~25 us of Python dispatch, a jitted call
     with static arguments ~8 us; under a user's jit, vmap or grad the inner jit simply inlines.
@@ -190,30 +184,26 @@ def _jitted_ops() -> SimpleNamespace:
     # Why HIGHEST: GPUs and TPUs multiply in reduced precision by default, outside convlab's error bound.
     highest = lax.Precision.HIGHEST
 
-    def conv2d(x, k, stride, pads, dilation, channels_last):
-        dimension_numbers = _CHANNELS_LAST if channels_last else _CHANNELS_FIRST
-        return lax.conv_general_dilated(
-            x, k, stride, pads, rhs_dilation=dilation, dimension_numbers=dimension_numbers, precision=highest
+    def conv2d(x, k, bias, geometry: ConvGeometry):
+        g = geometry
+        dimension_numbers = _CHANNELS_LAST if g.channels_last else _CHANNELS_FIRST
+        y = lax.conv_general_dilated(
+            x, k, g.stride, g.pads, rhs_dilation=g.dilation, dimension_numbers=dimension_numbers, precision=highest
         )
+        return algorithms.add_bias(backend, y, bias, g.channels_last)
 
-    def conv2d_bias(x, k, bias, stride, pads, dilation, channels_last):
-        y = conv2d(x, k, stride, pads, dilation, channels_last)
-        return y + (bias if channels_last else bias[:, None, None])  # broadcast over (N, H, W, Co) / (N, Co, H, W)
+    def pool2d(x, geometry: PoolGeometry):
+        g = geometry
 
-    def pool2d(x, window, stride, pads, mode, count_include_pad, channels_last):
         def lift(pair, fill):  # an (h, w) pair to the four axes of x
-            return (fill, *pair, fill) if channels_last else (fill, fill, *pair)
+            return (fill, *pair, fill) if g.channels_last else (fill, fill, *pair)
 
-        window4, stride4, pads4 = lift(window, 1), lift(stride, 1), lift(pads, (0, 0))
-        if mode == "max":  # reduce_window pads with its initial value, -inf
-            return lax.reduce_window(x, -jnp.inf, lax.max, window4, stride4, pads4)
-        total = lax.reduce_window(x, 0.0, lax.add, window4, stride4, pads4)
-        if count_include_pad or pads == ((0, 0), (0, 0)):
-            return total / (window[0] * window[1])
-        # The number of real pixels under each window; static, so XLA folds it to a constant.
-        spatial = x.shape[1:3] if channels_last else x.shape[2:]
-        counts = lax.reduce_window(jnp.ones(lift(spatial, 1), x.dtype), 0.0, lax.add, window4, stride4, pads4)
-        return total / counts
+        window4, stride4, pads4 = lift(g.window, 1), lift(g.stride, 1), lift(g.pads, (0, 0))
+        if g.mode == "max":  # reduce_window pads with its initial value, -inf (geometry.fill)
+            return lax.reduce_window(x, g.fill, lax.max, window4, stride4, pads4)
+        total = lax.reduce_window(x, g.fill, lax.add, window4, stride4, pads4)
+        # The divisor is a NumPy constant of the geometry (the real pixels under each window): XLA folds it in.
+        return algorithms.divide(backend, total, g)
 
     def pad(x, pads, value):
         return lax.pad(x, jnp.asarray(value, x.dtype), [(before, after, 0) for before, after in pads])
@@ -222,9 +212,8 @@ def _jitted_ops() -> SimpleNamespace:
         return jax.jit(function, static_argnums=static_argnums)
 
     return SimpleNamespace(
-        conv2d=static(conv2d, 2, 3, 4, 5),
-        conv2d_bias=static(conv2d_bias, 3, 4, 5, 6),
-        pool2d=static(pool2d, 1, 2, 3, 4, 5, 6),
+        conv2d=static(conv2d, 3),
+        pool2d=static(pool2d, 1),
         astype=static(lax.convert_element_type, 1),
         reshape=static(lambda x, shape: jnp.reshape(x, shape), 1),
         transpose=static(lambda x, axes: jnp.transpose(x, axes), 1),
@@ -235,7 +224,7 @@ def _jitted_ops() -> SimpleNamespace:
     )
 
 
-def _pool_shift(backend: JaxBackend) -> Callable[..., Any]:
+def _pool_shift(backend: JaxBackend, native: Callable[[Any, PoolGeometry], Any]) -> Callable[..., Any]:
     """The generic shift pooling, jitted whole, with the derivative of the native pooling.
 
     Why a custom derivative: the maximum of shifted views splits the derivative of tied maxima between them,
@@ -243,19 +232,16 @@ def _pool_shift(backend: JaxBackend) -> Callable[..., Any]:
     """
     import jax
 
-    native = _jitted_ops().pool2d
-
-    @functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2, 3, 4, 5, 6))
-    def pool_shift(x, window, stride, pads, mode, count_include_pad, channels_last):
-        return algorithms.pool2d_shift(backend, x, window, stride, pads, mode, count_include_pad, channels_last)
+    @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+    def pool_shift(x, geometry):
+        return algorithms.pool2d_shift(backend, x, geometry)
 
     @pool_shift.defjvp
-    def pool_shift_jvp(window, stride, pads, mode, count_include_pad, channels_last, primals, tangents):
-        options = (window, stride, pads, mode, count_include_pad, channels_last)
-        _, tangent = jax.jvp(lambda x: native(x, *options), primals, tangents)
-        return pool_shift(primals[0], *options), tangent
+    def pool_shift_jvp(geometry, primals, tangents):
+        _, tangent = jax.jvp(lambda x: native(x, geometry), primals, tangents)
+        return pool_shift(primals[0], geometry), tangent
 
-    return jax.jit(pool_shift, static_argnums=(1, 2, 3, 4, 5, 6))
+    return jax.jit(pool_shift, static_argnums=(1,))
 
 
 @functools.cache
@@ -267,7 +253,8 @@ def _register_pytrees() -> None:
 
 
 class JaxConv2D:
-    """Conv2D on JAX: a pytree whose leaves are ``weight`` and ``bias``; the configuration is static.
+    """Conv2D (or ConvTranspose2D) on JAX: a pytree whose leaves are ``weight`` and ``bias``; the configuration
+    and the operation are static.
 
     Train it functionally: ``jax.grad`` of a loss with respect to the layer returns a ``JaxConv2D``
     of gradients, and ``jax.tree_util.tree_map`` applies the update.
@@ -287,26 +274,29 @@ class JaxConv2D:
     def __init__(self, backend: JaxBackend, config: dict, weight: Any, bias: Any) -> None:
         self.backend = backend
         self.config = dict(config)
+        self.operation = self.config.pop("operation", "conv2d")  # or "conv_transpose2d" (cl.ConvTranspose2D)
         self.weight = weight
         self.bias = bias
 
     def __call__(self, X: Any) -> Any:
-        return conv2d(X, self.weight, self.bias, backend=self.backend, **self.config)
+        forward = conv2d if self.operation == "conv2d" else convlab.conv_transpose2d
+        return forward(X, self.weight, self.bias, backend=self.backend, **self.config)
 
     def parameters(self) -> list:
         return [self.weight] if self.bias is None else [self.weight, self.bias]
 
     def tree_flatten(self) -> Tuple[tuple, tuple]:
-        return (self.weight, self.bias), (self.backend, tuple(self.config.items()))
+        return (self.weight, self.bias), (self.backend, tuple(self.config.items()), self.operation)
 
     @classmethod
     def tree_unflatten(cls, aux: tuple, children: tuple) -> JaxConv2D:
-        backend, config = aux
-        return cls(backend, dict(config), *children)
+        backend, config, operation = aux
+        return cls(backend, dict(config, operation=operation), *children)
 
     def __repr__(self) -> str:
         shape = getattr(self.weight, "shape", None)
-        return f"JaxConv2D(weight shape {shape}, bias={self.bias is not None}, {self.config})"
+        operation = "" if self.operation == "conv2d" else f", operation={self.operation!r}"
+        return f"JaxConv2D(weight shape {shape}, bias={self.bias is not None}, {self.config}{operation})"
 
 
 class JaxPool2D:
