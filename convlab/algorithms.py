@@ -213,12 +213,14 @@ def pool2d_shift(be: Any, x: Any, geometry: PoolGeometry) -> Any:
 def divide(be: Any, sums: Any, geometry: PoolGeometry, channels_last: Optional[bool] = None) -> Any:
     """Window sums of average pooling divided by :attr:`PoolGeometry.divisor` (the one place it is applied).
 
-    ``channels_last`` says the layout of ``sums`` when it is not the geometry's.
+    ``channels_last`` says the layout of ``sums`` when it is not the geometry's. The per-window counts are
+    the product of a per-row and a per-column count (exact small integers), so the divisor is built from two
+    short constants, and the sums are divided once, as the native ops do.
     """
-    divisor = geometry.divisor
-    if isinstance(divisor, float):
-        return sums / divisor
+    if geometry.counts is None:
+        return sums / float(geometry.window[0] * geometry.window[1])
     layout = geometry.channels_last if channels_last is None else channels_last
-    if layout != geometry.channels_last:
-        divisor = divisor.transpose((0, 2, 3, 1) if layout else (0, 3, 1, 2))
-    return sums / be.place_like(be.asarray(divisor, be.dtype_name(sums)), sums)
+    rows, cols = geometry.counts
+    row_shape = (1, len(rows), 1, 1) if layout else (1, 1, len(rows), 1)
+    col_shape = (1, 1, len(cols), 1) if layout else (1, 1, 1, len(cols))
+    return sums / (be.constant(rows, sums, row_shape) * be.constant(cols, sums, col_shape))

@@ -67,6 +67,11 @@ class Backend:
         """``x`` (converted from NumPy data) on the device of ``like``, one of the call's tensors."""
         return x
 
+    def constant(self, values: Sequence[float], like: Any, shape: Sequence[int]) -> Any:
+        """Python numbers (a divisor's counts) as a tensor of ``shape`` with ``like``'s dtype and device."""
+        array = np.asarray(values, dtype=self.dtype_name(like)).reshape(tuple(shape))
+        return self.place_like(self.asarray(array, self.dtype_name(like)), like)
+
     def is_concrete(self, x: Any) -> bool:
         """False for a value being traced (JAX inside ``jit``): there is nothing to time (autotuning)."""
         return True

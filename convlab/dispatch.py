@@ -140,12 +140,8 @@ class Call:
     def converter(self) -> Callable[[Sequence[Any]], List[Any]]:
         """``convert(values)``: the inputs of one call as the backend's tensors of the call's dtype."""
         backend, dtype, convert, place, tensors = self.backend, self.dtype, self.convert, self.place, self.tensors
-        check = self.has_devices and len(tensors) > 1
-        names = self.names
 
         def run(values: Sequence[Any]) -> List[Any]:
-            if check:
-                _same_device(backend, values, tensors, names)
             out = [backend.asarray(v, dtype) if c else v for v, c in zip(values, convert)]
             if True in place:  # NumPy data joins the framework tensors on their device
                 like = values[tensors[0]]
@@ -192,58 +188,48 @@ class Call:
 
     def conv(self, geometry: ConvGeometry, algorithm: str = "auto", out: Optional[Tuple[int, ...]] = None):
         """``run(x, k, bias=None)``: the correlation of ``geometry``, lifted, with ``algorithm``, shaped ``out``."""
-        backend, algorithm = self.backend, self.choose(geometry, algorithm)
-        out = geometry.out if out is None else out
-        if algorithm == "native" and geometry.is_4d and out == geometry.out4 and self.as_given:
-            return self._checked(backend.conv2d_bound(geometry))
-        primitive, convert, g = getattr(backend, CONV_METHODS[algorithm]), self.converter(), geometry
+        backend, algorithm, g = self.backend, self.choose(geometry, algorithm), geometry
+        out = g.out if out is None else out
+        primitive = backend.conv2d_bound(g) if algorithm == "native" else _bind(backend, CONV_METHODS[algorithm], g)
+        if g.is_4d and out == g.out4 and self.as_given:
+            return primitive  # the backend's own 4-D tensors: its op, geometry bound
+        reshape, convert = backend.reshape, (None if self.as_given else self.converter())
+        x_lifted, k_lifted, reshaped, arity = g.x_lifted, g.k_lifted, out != g.out4, len(self.items)
 
-        def run(*values: Any) -> Any:
-            x, k, bias = (convert(values) + [None])[:3]
-            if g.x_lifted:
-                x = backend.reshape(x, g.x4)
-            if g.k_lifted:
-                k = backend.reshape(k, g.k4)
-            y = primitive(x, k, bias, g)
-            return y if out == g.out4 else backend.reshape(y, out)
+        def run(x: Any, k: Any, bias: Any = None) -> Any:
+            if convert is not None:
+                tensors = convert((x, k, bias)[:arity])
+                x, k, bias = tensors[0], tensors[1], tensors[2] if arity > 2 else None
+            y = primitive(reshape(x, g.x4) if x_lifted else x, reshape(k, g.k4) if k_lifted else k, bias)
+            return reshape(y, out) if reshaped else y
 
         return run
 
     def pool(self, geometry: PoolGeometry, algorithm: str = "auto"):
         """``run(x)``: the pooling of ``geometry``, lifted, with ``algorithm``."""
-        backend, algorithm = self.backend, self.choose(geometry, algorithm)
-        if algorithm == "native" and geometry.is_4d and self.as_given:
-            return backend.pool2d_bound(geometry)
-        primitive, convert, g = getattr(backend, POOL_METHODS[algorithm]), self.converter(), geometry
+        backend, algorithm, g = self.backend, self.choose(geometry, algorithm), geometry
+        primitive = backend.pool2d_bound(g) if algorithm == "native" else _bind(backend, POOL_METHODS[algorithm], g)
+        if g.is_4d and self.as_given:
+            return primitive
+        reshape, convert = backend.reshape, (None if self.as_given else self.converter())
 
         def run(x: Any) -> Any:
-            (x,) = convert((x,))
-            y = primitive(backend.reshape(x, g.x4) if g.x_lifted else x, g)
-            return y if g.out == g.out4 else backend.reshape(y, g.out)
+            if convert is not None:
+                (x,) = convert((x,))
+            y = primitive(reshape(x, g.x4) if g.x_lifted else x)
+            return y if g.out == g.out4 else reshape(y, g.out)
 
         return run
 
-    def _checked(self, run: Callable[..., Any]) -> Callable[..., Any]:
-        """``run`` behind the per-call check that the tensors share a device, where there are several."""
-        if not (self.has_devices and len(self.tensors) > 1):
-            return run
-        backend, tensors, names = self.backend, self.tensors, self.names
 
-        def checked(*values: Any) -> Any:
-            _same_device(backend, values, tensors, names)
-            return run(*values)
+def _bind(backend: Backend, method: str, geometry: Any) -> Callable[..., Any]:
+    """A formulation with its geometry fixed: ``run(x, k, bias)`` for convolution, ``run(x)`` for pooling."""
+    formulation = getattr(backend, method)
 
-        return checked
+    def run(*tensors: Any) -> Any:
+        return formulation(*tensors, geometry)
 
-
-def _same_device(backend: Backend, values: Sequence[Any], tensors: Tuple[int, ...], names: Sequence[str]) -> None:
-    """Per call: the tensors are on one device (a loop, not a set: this runs on every call)."""
-    device_of = backend.device_of
-    first = device_of(values[tensors[0]])
-    for i in tensors[1:]:
-        device = device_of(values[i])
-        if device != first and device is not None and first is not None:
-            _check_devices(backend, [values[i] for i in tensors], [names[i] for i in tensors])
+    return run
 
 
 def _check_devices(backend: Backend, values: Sequence[Any], names: Sequence[str]) -> None:
@@ -271,8 +257,8 @@ class Operation(NamedTuple):
 
 class _Plan(NamedTuple):
     run: Callable[..., Any]
-    device_index: int  # the input whose device the plan was made for, -1 when devices do not matter
-    device: Any
+    tensors: Tuple[int, ...]  # the inputs whose devices every call checks (none where devices do not matter)
+    device: Any  # the device the plan was made for
     device_of: Callable[[Any], Any]
 
 
@@ -296,19 +282,39 @@ def _key_part(value: Any) -> Any:
 
 def dispatch(op: Operation, backend: BackendArg, values: tuple, options: tuple) -> Any:
     """Run ``op`` on ``values`` (its tensor inputs) with ``options`` (everything else, hashable or not)."""
+    key: Any = [op.name, backend]
     try:
-        key: Any = (op, backend, _owner(values[0]) if backend is None else None, *map(_signature, values),
-                    *map(_key_part, options))  # fmt: skip
+        for value in values:
+            key.append(None if value is None else (type(value), value.shape, value.dtype))
+        for option in options:
+            key.append(option if type(option) is int or type(option) is str else _key_part(option))
+        if backend is None:
+            key.append(_owner(values[0]))
+        key = tuple(key)
         plan = _PLANS.get(key)
     except (AttributeError, TypeError):  # lists, or unhashable arguments: no plan is kept
         key = plan = None
     if plan is None:
         plan = _build(op, backend, values, options, key)
-    elif plan.device_index >= 0:  # a plan per device: "auto" may choose differently on another one
-        device = plan.device_of(values[plan.device_index])
-        if device != plan.device:
-            plan = _PLANS.get(key + (device,)) or _build(op, backend, values, options, key + (device,))
+    elif plan.tensors:  # every tensor on the plan's device, or a plan for theirs ("auto" chooses per device)
+        device_of, device = plan.device_of, plan.device
+        for i in plan.tensors:
+            if device_of(values[i]) != device:
+                plan = _for_devices(op, backend, values, options, key, plan)
+                break
     return plan.run(*values)
+
+
+def _for_devices(op: Operation, backend: BackendArg, values: tuple, options: tuple, key: Any, plan: _Plan) -> _Plan:
+    devices = {plan.device_of(values[i]) for i in plan.tensors} - {None}
+    if len(devices) > 1:
+        backend_object = registry.backend_of(values[plan.tensors[0]])
+        names = [op.inputs[i] for i in plan.tensors]
+        _check_devices(backend_object, [values[i] for i in plan.tensors], names)  # type: ignore[arg-type]
+    (device,) = devices or {None}
+    if device == plan.device:
+        return plan
+    return _PLANS.get(key + (device,)) or _build(op, backend, values, options, key + (device,))
 
 
 def _owner(value: Any) -> Any:
@@ -317,21 +323,17 @@ def _owner(value: Any) -> Any:
     return owner if owner is not None else registry.default_backend_name()
 
 
-def _signature(value: Any) -> Any:
-    return None if value is None else (type(value), value.shape, value.dtype)
-
-
 def _build(op: Operation, backend: BackendArg, values: tuple, options: tuple, key: Any) -> _Plan:
     chosen, items = inputs(backend, op.inputs, values)
     call = Call(chosen, op.inputs, items, options)
     run = op.plan(call)
-    device_index = call.tensors[0] if call.has_devices and call.tensors else -1
-    plan = _Plan(run, device_index, call.device, chosen.device_of)
+    plan = _Plan(run, call.tensors if call.has_devices else (), call.device, chosen.device_of)
     if key is not None:
         if len(_PLANS) > 4096:
             _PLANS.clear()
         if backend is None:  # the key as later calls compute it, now that the tensor type's owner is known
-            key = (key[0], key[1], _owner(values[0])) + key[3:]
+            position = 2 + len(values) + len(options)
+            key = key[:position] + (_owner(values[0]),) + key[position + 1 :]
         _PLANS[key] = plan
     return plan
 

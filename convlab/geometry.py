@@ -293,6 +293,9 @@ class PoolGeometry:
     count_include_pad: bool
     channels_last: bool
     x_lifted: bool
+    #: real pixels under each window, per output row and per output column (their product is the count), when
+    #: they differ from window to window; plain ints, computed once with the geometry (see :attr:`divisor`)
+    counts: Optional[Tuple[Tuple[int, ...], Tuple[int, ...]]] = None
 
     @property
     def in_hw(self) -> Pair:
@@ -332,27 +335,28 @@ class PoolGeometry:
         each window, a read-only float64 array shaped to broadcast against the 4-D output
         ((1, 1, Ho, Wo), or (1, Ho, Wo, 1) channels-last).
         """
-        if self.uniform_divisor:
+        if self.counts is None:
             return float(self.window[0] * self.window[1])
-        return _real_counts(self.in_hw, self.pads, self.window, self.stride, self.channels_last)
+        return _count_array(self.counts, self.channels_last)
 
     @property
     def is_4d(self) -> bool:
         return not (self.x_lifted or self.out != self.out4)
 
 
+def real_counts(size: int, pad: Pair, window: int, stride: int) -> Tuple[int, ...]:
+    """Along one axis: how many real (not padded) pixels each output position's window covers."""
+    out = output_size(size, pad, window, stride, 1)
+    return tuple(min(o * stride - pad[0] + window, size) - max(o * stride - pad[0], 0) for o in range(out))
+
+
 @functools.lru_cache(maxsize=256)
-def _real_counts(spatial: Pair, pads: Pads, window: Pair, stride: Pair, channels_last: bool) -> np.ndarray:
-    (top, bottom), (left, right) = pads
-    ones = np.pad(np.ones(spatial), ((top, bottom), (left, right)))
-    out_h, out_w = output_hw(spatial, pads, window, stride)
-    counts = np.zeros((out_h, out_w))
-    for i in range(window[0]):
-        for j in range(window[1]):
-            counts += ones[taps(i, out_h, stride[0]), taps(j, out_w, stride[1])]
-    counts = counts.reshape((1, out_h, out_w, 1) if channels_last else (1, 1, out_h, out_w))
-    counts.setflags(write=False)
-    return counts
+def _count_array(counts: Tuple[Tuple[int, ...], Tuple[int, ...]], channels_last: bool) -> np.ndarray:
+    rows, cols = counts
+    array = np.outer(np.asarray(rows, np.float64), np.asarray(cols, np.float64))
+    array = array.reshape((1,) + array.shape + (1,) if channels_last else (1, 1) + array.shape)
+    array.setflags(write=False)
+    return array
 
 
 def pool_geometry(
@@ -410,7 +414,13 @@ def _pool_geometry(x_shape, pool_size, mode, stride, padding, count_include_pad,
     out4 = (x4[0], out_h, out_w, x4[3]) if channels_last else (x4[0], x4[1], out_h, out_w)
     rank = len(x_shape)
     out = (out_h, out_w) if rank == 2 else out4[4 - rank :]
-    return PoolGeometry(x4, out4, out, window, stride_pair, pads, mode, count_include_pad, channels_last, x4 != x_shape)
+    counts = None
+    if not count_include_pad and pads != ((0, 0), (0, 0)):
+        counts = (real_counts(spatial[0], pads[0], window[0], stride_pair[0]),
+                  real_counts(spatial[1], pads[1], window[1], stride_pair[1]))  # fmt: skip
+    return PoolGeometry(
+        x4, out4, out, window, stride_pair, pads, mode, count_include_pad, channels_last, x4 != x_shape, counts
+    )
 
 
 def _shape(name: str, value: Any) -> Tuple[int, ...]:

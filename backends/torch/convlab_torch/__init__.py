@@ -128,6 +128,13 @@ class TorchBackend(Backend):
     def place_like(self, x: Any, like: Any) -> Any:
         return x if x.device == like.device else x.to(like.device)
 
+    def constant(self, values: Sequence[float], like: Any, shape: Sequence[int]) -> Any:
+        # why: torch.as_tensor of Python numbers traces under torch.compile; from_numpy(np.array(...)) does not
+        return self._torch.as_tensor(values, dtype=like.dtype, device=like.device).reshape(tuple(shape))
+
+    def synchronize(self, y: Any) -> Any:
+        return y if y.device.type == "cpu" else self.to_numpy(y)
+
     def asarray(self, x: Any, dtype: str) -> Any:
         target = self._dtypes[dtype]
         if isinstance(x, self._torch.Tensor):
