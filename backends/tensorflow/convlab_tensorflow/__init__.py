@@ -9,9 +9,10 @@ module is imported.
 
 The other TensorFlow quirks handled here, each commented where it happens: CPU gradient kernels refuse
 dilations > 1 (dilated kernels are spelled out), XLA refuses explicit pooling padding and AvgPool has none
-(TF's SAME or tf.pad), grappler rewrites x / constant as x * (1 / constant) (divide_no_nan keeps one
-rounding), model.fit traces with an unknown batch size (the Keras layers handle it), and AutoGraph would
-rewrite convlab's Python and rename its errors (convlab is registered as AutoGraph leaves numpy and keras).
+(TF's SAME or tf.pad), grappler rewrites x / constant as x times a reciprocal it folds inexactly (NumPy data
+met while tf.function traces is captured, not made a constant of the graph), model.fit traces with an unknown
+batch size (the Keras layers handle it), and AutoGraph would rewrite convlab's Python and rename its errors
+(convlab is registered as AutoGraph leaves numpy and keras).
 
 Example:
     >>> import tensorflow as tf
@@ -23,12 +24,17 @@ Example:
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
+from convlab import algorithms
 from convlab.backend import Backend, Pads, Pair
-from convlab.errors import ConvlabError, ConvlabValueError
+from convlab.conv_transpose import TransposeGeometry, conv_transpose_geometry
+from convlab.dispatch import prepare
+from convlab.errors import ConvlabError
+from convlab.geometry import ConvGeometry, PoolGeometry, conv_geometry, pool_geometry, resolve_pads
+from convlab.layers import lazy_classes
 
 NCHW_TO_NHWC = (0, 2, 3, 1)
 NHWC_TO_NCHW = (0, 3, 1, 2)
@@ -91,13 +97,23 @@ class TensorflowBackend(Backend):
         tf = self.tf
         target = self._dtypes[dtype]
         if isinstance(x, np.ndarray):
-            return tf.constant(x, dtype=target)
+            if tf.executing_eagerly() or not tf.inside_function():
+                return tf.constant(x, dtype=target)
+            # While tf.function traces, NumPy data becomes an eager tensor the function captures, as it captures
+            # the caller's tensors, not a constant of the graph. Why: grappler rewrites a division by a constant
+            # (an average's divisor) as a product with its reciprocal, which it folds inexactly (x / 2 can come out
+            # 1 ULP low), and a tensor of a plan made while tracing would belong to that one trace's graph.
+            with tf.init_scope():
+                return tf.constant(x, dtype=target)
         if not isinstance(x, tf.Tensor):  # a tf.Variable or Keras variable: read its current value once
             x = tf.convert_to_tensor(x)
         return x if x.dtype == target else tf.cast(x, target)
 
     def to_numpy(self, x: Any) -> np.ndarray:
         return self.tf.convert_to_tensor(x).numpy()
+
+    def is_concrete(self, x: Any) -> bool:
+        return self.tf.executing_eagerly()  # while tf.function traces, even a variable is read symbolically
 
     # -- array plumbing -----------------------------------------------------------------------------
     def reshape(self, x: Any, shape: Sequence[int]) -> Any:
@@ -132,34 +148,58 @@ class TensorflowBackend(Backend):
         return self.tf.linalg.matmul(a, b)
 
     # -- compute primitives -------------------------------------------------------------------------
-    def conv2d(self, x: Any, k: Any, stride: Pair, pads: Pads, dilation: Pair, channels_last: bool) -> Any:
-        return self.conv2d_bias(x, k, None, stride, pads, dilation, channels_last)
-
-    def conv2d_bias(
-        self, x: Any, k: Any, bias: Any, stride: Pair, pads: Pads, dilation: Pair, channels_last: bool
-    ) -> Any:
-        if not channels_last and self._has_nchw_kernels(x.dtype):
-            return self._conv2d_nchw(x, k, bias, stride, pads, dilation)
-        if not channels_last:
-            x, k = self._move_axes(x, NCHW_TO_NHWC), self._move_axes(k, OIHW_TO_HWIO)
-        if dilation != (1, 1):
-            k = self._dilate(k, dilation)
-        strides, padding, explicit = _nhwc_attributes(stride, pads)
+    def conv2d(self, x: Any, k: Any, bias: Any, geometry: ConvGeometry) -> Any:
+        g = geometry
+        if not g.channels_last and self._has_nchw_kernels(x.dtype):
+            return self._conv2d_nchw(x, k, bias, g)
+        if not g.channels_last:
+            x, k = self._move_axes(x, g.x4, NCHW_TO_NHWC), self._move_axes(k, g.k4, OIHW_TO_HWIO)
+        if g.dilation != (1, 1):
+            k = self._dilate(k, g)
+        strides, padding, explicit = _nhwc_attributes(g.stride, g.pads)
         y = self.ops.Conv2D(input=x, filter=k, strides=strides, padding=padding, explicit_paddings=explicit)
         if bias is not None:  # BiasAdd: one op and no reshape, in NHWC; graphs fuse it into the convolution
             y = self.ops.BiasAdd(value=y, bias=bias)
-        return y if channels_last else self._move_axes(y, NHWC_TO_NCHW)
+        return y if g.channels_last else self._move_axes(y, _nhwc(g.out4), NHWC_TO_NCHW)
 
-    def _conv2d_nchw(self, x: Any, k: Any, bias: Any, stride: Pair, pads: Pads, dilation: Pair) -> Any:
+    def _conv2d_nchw(self, x: Any, k: Any, bias: Any, geometry: ConvGeometry) -> Any:
         """Conv2D on the NCHW input as it is: no layout change of the input or the output, only of the kernel."""
-        k = self._move_axes(k, OIHW_TO_HWIO)  # the filter is HWIO in every data format
-        if dilation != (1, 1):
-            k = self._dilate(k, dilation)
+        g = geometry
+        k = self._move_axes(k, g.k4, OIHW_TO_HWIO)  # the filter is HWIO in every data format
+        if g.dilation != (1, 1):
+            k = self._dilate(k, g)
         # why: oneDNN's NCHW gradient kernels refuse explicit padding ("only supports NHWC"); padding first is VALID
-        x = self.pad(x, ((0, 0), (0, 0)) + pads)
-        strides = [1, 1, stride[0], stride[1]]
+        x = self.pad(x, ((0, 0), (0, 0)) + g.pads)
+        strides = [1, 1, g.stride[0], g.stride[1]]
         y = self.ops.Conv2D(input=x, filter=k, strides=strides, padding="VALID", data_format="NCHW")
         return y if bias is None else self.ops.BiasAdd(value=y, bias=bias, data_format="NCHW")
+
+    def _conv_transpose2d(self, x: Any, k: Any, bias: Any, geometry: TransposeGeometry) -> Any:
+        """``convlab.conv_transpose2d`` of 4-D tensors with TensorFlow's own op, for a batch size not known yet.
+
+        The Keras layers' path when model.fit traces (the core's formulation reshapes with the batch size).
+        Conv2DBackpropInput is the gradient of the correlation ``geometry.forward``, from this op's output to
+        its input. It runs VALID, giving the full result, which the pads then crop; rows that output_padding
+        adds past the full result are zeros.
+        """
+        g, channels_last = geometry.forward, geometry.forward.channels_last
+        x_hw = geometry.x4[1:3] if channels_last else geometry.x4[2:]
+        if not channels_last:  # K (C, Co, kh, kw) is the forward correlation's OIHW kernel
+            x, k = self._move_axes(x, geometry.x4, NCHW_TO_NHWC), self._move_axes(k, g.k4, OIHW_TO_HWIO)
+        if g.dilation != (1, 1):
+            k = self._dilate(k, g)
+        full = [(n - 1) * s + (w - 1) * d + 1 for n, s, w, d in zip(x_hw, g.stride, g.window, g.dilation)]
+        sizes = self.tf.stack([self.tf.shape(x)[0], *full, g.in_channels])
+        strides = [1, g.stride[0], g.stride[1], 1]
+        y = self.ops.Conv2DBackpropInput(input_sizes=sizes, filter=k, out_backprop=x, strides=strides, padding="VALID")
+        ((top, _), (left, _)), (height, width) = g.pads, g.in_hw
+        if (top, left) != (0, 0) or height < full[0] or width < full[1]:
+            y = y[:, top : top + height, left : left + width, :]
+        beyond = ((0, 0), (0, max(top + height - full[0], 0)), (0, max(left + width - full[1], 0)), (0, 0))
+        y = self.pad(y, beyond)
+        if bias is not None:
+            y = self.ops.BiasAdd(value=y, bias=bias)
+        return y if channels_last else self._move_axes(y, _nhwc(g.x4), NHWC_TO_NCHW)
 
     def _has_nchw_kernels(self, dtype: Any) -> bool:
         """Whether Conv2D, AvgPool and their gradients run NCHW here: oneDNN's float32 kernels do, TF's own do not.
@@ -185,71 +225,68 @@ class TensorflowBackend(Backend):
                     self._nchw = False
         return self._nchw
 
-    def _dilate(self, k: Any, dilation: Pair) -> Any:
-        """An HWIO kernel with zeros between its taps: the dilated kernel spelled out.
+    def _dilate(self, k: Any, geometry: ConvGeometry) -> Any:
+        """The HWIO kernel of ``geometry`` with zeros between its taps: the dilated kernel spelled out.
 
         TensorFlow's CPU kernels run dilated convolutions forward but refuse their gradients
         ("Current CPU implementations do not yet support dilation rates larger than 1"); a spelled-out
         kernel is an ordinary convolution, with stride and explicit pads, that every device can differentiate.
         """
-        tf = self.tf
-        (kernel_h, kernel_w, in_channels, out_channels), (dh, dw) = k.shape.as_list(), dilation
-        spread = tf.pad(
-            tf.reshape(k, (kernel_h, 1, kernel_w, 1, in_channels, out_channels)),
+        (kernel_h, kernel_w), (dh, dw) = geometry.window, geometry.dilation
+        in_channels, out_channels = geometry.in_channels, geometry.out_channels
+        spread = self.pad(
+            self.reshape(k, (kernel_h, 1, kernel_w, 1, in_channels, out_channels)),
             ((0, 0), (0, dh - 1), (0, 0), (0, dw - 1), (0, 0), (0, 0)),
         )
-        spread = tf.reshape(spread, (kernel_h * dh, kernel_w * dw, in_channels, out_channels))
+        spread = self.reshape(spread, (kernel_h * dh, kernel_w * dw, in_channels, out_channels))
         return spread[: (kernel_h - 1) * dh + 1, : (kernel_w - 1) * dw + 1]
 
-    def pool2d(
-        self, x: Any, window: Pair, stride: Pair, pads: Pads, mode: str, count_include_pad: bool, channels_last: bool
-    ) -> Any:
-        if channels_last:
-            return self._pool2d_in("NHWC", x, window, stride, pads, mode, count_include_pad)
-        if mode == "avg" and self._has_nchw_kernels(x.dtype):  # oneDNN's AvgPool and its gradient take NCHW
-            return self._pool2d_in("NCHW", x, window, stride, pads, mode, count_include_pad)
+    def pool2d(self, x: Any, geometry: PoolGeometry) -> Any:
+        g = geometry
+        if g.channels_last:
+            return self._pool2d_in("NHWC", x, g)
+        if g.mode == "avg" and self._has_nchw_kernels(x.dtype):  # oneDNN's AvgPool and its gradient take NCHW
+            return self._pool2d_in("NCHW", x, g)
         # why: MaxPool runs NCHW forward on oneDNN, but its CPU gradient is NHWC only
-        y = self._pool2d_in("NHWC", self._move_axes(x, NCHW_TO_NHWC), window, stride, pads, mode, count_include_pad)
-        return self._move_axes(y, NHWC_TO_NCHW)
+        y = self._pool2d_in("NHWC", self._move_axes(x, g.x4, NCHW_TO_NHWC), g)
+        return self._move_axes(y, _nhwc(g.out4), NHWC_TO_NCHW)
 
-    def _pool2d_in(
-        self, data_format: str, x: Any, window: Pair, stride: Pair, pads: Pads, mode: str, count_include_pad: bool
-    ) -> Any:
-        tf, nchw = self.tf, data_format == "NCHW"
+    def _pool2d_in(self, data_format: str, x: Any, geometry: PoolGeometry) -> Any:
+        """``geometry``'s pooling of ``x``, which is in ``data_format`` (the geometry's layout or the other one)."""
+        g, nchw = geometry, data_format == "NCHW"
 
         def spatial(pair: Any, other: Any) -> tuple:
             """A value for the H and W axes spelled for the four axes of data_format."""
             return (other, other) + tuple(pair) if nchw else (other,) + tuple(pair) + (other,)
 
-        ksize, strides = spatial(window, 1), list(spatial(stride, 1))
-        if not any(any(pair) for pair in pads):
-            return self._pool(mode, x, ksize, strides, "VALID", data_format)
-        height, width = x.shape.as_list()[2:] if nchw else x.shape.as_list()[1:3]
-        if (mode == "max" or not count_include_pad) and pads == _same_pads((height, width), window, stride):
+        ksize, strides = spatial(g.window, 1), list(spatial(g.stride, 1))
+        if not g.padded:
+            return self._pool(g.mode, x, ksize, strides, "VALID", data_format)
+        if (g.mode == "max" or not g.count_include_pad) and g.pads == _same_pads(g.in_hw, g.window, g.stride):
             # TF's SAME pooling skips the padding: the -inf of max pooling, the real-pixel average
-            return self._pool(mode, x, ksize, strides, "SAME", data_format)
+            return self._pool(g.mode, x, ksize, strides, "SAME", data_format)
         # Pad by hand: AvgPool has no explicit padding, and XLA refuses MaxPool's.
-        all_pads = spatial(pads, (0, 0))
-        fill = -np.inf if mode == "max" else 0.0
-        y = self._pool(mode, self.pad(x, all_pads, fill), ksize, strides, "VALID", data_format)
-        if mode == "max" or count_include_pad:
+        y = self._pool(g.mode, self.pad(x, spatial(g.pads, (0, 0)), g.fill), ksize, strides, "VALID", data_format)
+        if g.mode == "max" or g.uniform_divisor:
             return y
-        ones = self.pad(tf.ones(spatial((height, width), 1), x.dtype), all_pads)
-        share = self._pool("avg", ones, ksize, strides, "VALID", data_format)  # the real pixels' share of a window
-        # divide_no_nan (share is never 0): grappler rewrites x / constant as x * (1 / constant), rounding twice
-        return tf.math.divide_no_nan(y, share)
+        # AvgPool divided the window sums by the window's area, padded zeros counted: undo that, then divide
+        # by the real pixels under each window
+        sums = y * float(g.window[0] * g.window[1])
+        return algorithms.divide(self, sums, g, channels_last=not nchw)
 
     def _pool(self, mode: str, x: Any, ksize: tuple, strides: list, padding: str, data_format: str) -> Any:
         if mode == "max":
             return self.ops.MaxPool(input=x, ksize=ksize, strides=strides, padding=padding, data_format=data_format)
         return self.ops.AvgPool(value=x, ksize=ksize, strides=strides, padding=padding, data_format=data_format)
 
-    def _move_axes(self, x: Any, axes: Tuple[int, ...]) -> Any:
-        """``tf.transpose(x, axes)``, done as a free reshape when only size-1 axes change place."""
-        shape = x.shape.as_list()
+    def _move_axes(self, x: Any, shape: Tuple[int, ...], axes: Tuple[int, ...]) -> Any:
+        """``tf.transpose(x, axes)`` of ``x`` (of 4-D ``shape``), a free reshape when only size-1 axes change place.
+
+        Axis 0 is left to TensorFlow (-1): a Keras layer's geometry says 1 for a batch size it does not know.
+        """
         moving = [axis for axis in axes if shape[axis] != 1]
         if moving == sorted(moving):
-            return self.reshape(x, [-1 if shape[axis] is None else shape[axis] for axis in axes])
+            return self.reshape(x, tuple(-1 if axis == 0 else shape[axis] for axis in axes))
         return self.transpose(x, axes)
 
     # -- training and layers ------------------------------------------------------------------------
@@ -265,10 +302,10 @@ class TensorflowBackend(Backend):
         return step
 
     def conv2d_layer(self, config: dict, weight: np.ndarray, bias: Optional[np.ndarray]) -> Any:
-        return _keras_layers()[0](config, weight, bias)
+        return _layer_classes()["ConvlabConv2D"](config, weight, bias)
 
     def pool2d_layer(self, config: dict) -> Any:
-        return _keras_layers()[1](config)
+        return _layer_classes()["ConvlabPool2D"](config)
 
 
 def _register_with_autograph(*packages: str) -> None:
@@ -315,39 +352,33 @@ def _int32_constant(values: Tuple[Any, ...]) -> Any:
 
 @functools.lru_cache(maxsize=1024)
 def _same_pads(size: Pair, window: Pair, stride: Pair) -> Pads:
-    """The pads TensorFlow's "SAME" adds: ceil(in / stride) outputs, the odd pixel at the bottom/right."""
-    pads = []
-    for length, span, step in zip(size, window, stride):
-        total = max((-(-length // step) - 1) * step + span - length, 0)
-        pads.append((total // 2, total - total // 2))
-    return tuple(pads)
+    """The pads TensorFlow's "SAME" adds, which are convlab's "same" pads (the odd pixel at the bottom/right)."""
+    return resolve_pads("same", size, window, stride)
 
 
-def _static_batchless(name: str, x: Any) -> Tuple[int, ...]:
-    """Shape of a 4-D tensor whose batch size is unknown, with 1 for the batch; a clear error for other unknowns."""
-    shape = tuple(x.shape)
-    if len(shape) != 4 or None in shape[1:]:
-        raise ConvlabValueError(
-            f"{name} has shape {shape} with unknown dimensions; convlab needs static shapes (only the batch size "
-            f"of a 4-D input may be unknown in a Keras layer): give tf.function an input_signature with full shapes"
-        )
-    return (1,) + shape[1:]
+def _nhwc(shape: Tuple[int, ...]) -> Tuple[int, ...]:
+    """An NCHW shape in NHWC order."""
+    return tuple(shape[axis] for axis in NCHW_TO_NHWC)
 
 
-@functools.cache
-def _keras_layers() -> Tuple[type, type]:
+def _batchless(shape: Tuple[Any, ...]) -> Tuple[Any, ...]:
+    """A 4-D shape with 1 for its unknown batch size: what the geometry is computed for."""
+    return (1,) + tuple(shape[1:])
+
+
+def _build_keras_layers() -> Dict[str, type]:
     """The Keras 3 layer classes, made on first use so that importing this module does not import Keras."""
     import keras
 
     import convlab
-    from convlab.ops import _describe, _geometry, _pool_geometry, _prepare
 
-    @keras.saving.register_keras_serializable(package="convlab")
     class ConvlabConv2D(keras.layers.Layer):
         """``convlab.conv2d`` as a trainable Keras 3 layer; ``weight`` and ``bias`` are Keras variables.
 
         Made by ``cl.Conv2D(..., backend="tensorflow")``; trains in a ``tf.GradientTape`` loop and with
         ``model.fit`` (Keras models use ``data_format="channels_last"``), and saves with ``model.save``.
+        ``cl.ConvTranspose2D(..., backend="tensorflow")`` makes one too, whose forward pass is
+        ``convlab.conv_transpose2d`` (weight (C, Co, kh, kw), or (kh, kw, Co, C) channels-last).
 
         Example:
             >>> import numpy as np, keras, convlab as cl
@@ -363,6 +394,7 @@ def _keras_layers() -> Tuple[type, type]:
             super().__init__(**kwargs)
             self.convlab_backend = convlab.get_backend("tensorflow")
             self.convlab_config = _tuples(config)
+            self.convlab_operation = self.convlab_config.pop("operation", "conv2d")  # or "conv_transpose2d"
             self.weight = self.add_weight(shape=weight.shape, initializer=_initial(weight), name="weight")
             self.bias = None
             if bias is not None:
@@ -372,37 +404,33 @@ def _keras_layers() -> Tuple[type, type]:
         def call(self, inputs: Any) -> Any:
             if len(inputs.shape) == 4 and inputs.shape[0] is None:  # model.fit traces with an unknown batch size
                 return self._call_unknown_batch(inputs)
-            return convlab.conv2d(inputs, self.weight, self.bias, backend=self.convlab_backend, **self.convlab_config)
+            forward = convlab.conv2d if self.convlab_operation == "conv2d" else convlab.conv_transpose2d
+            return forward(inputs, self.weight, self.bias, backend=self.convlab_backend, **self.convlab_config)
 
         def _call_unknown_batch(self, inputs: Any) -> Any:
-            # The core validates static shapes: check with batch 1, then run the primitive, which takes any batch.
-            backend, config = self.convlab_backend, self.convlab_config
-            names = ("X", "K") if self.bias is None else ("X", "K", "bias")
-            items = [_describe(backend, name, value) for name, value in zip(names, (inputs, self.weight, self.bias))]
-            geometry = _geometry(
-                _static_batchless("X", inputs),
-                items[1].shape,
-                None if self.bias is None else items[2].shape,
-                config["stride"],
-                config["padding"],
-                config["dilation"],
-                config["data_format"],
-            )
-            tensors, _ = _prepare(backend, items, names)
-            bias = tensors[2] if self.bias is not None else None
-            g = geometry
-            return backend.conv2d_bias(tensors[0], tensors[1], bias, g.stride, g.pads, g.dilation, g.channels_last)
+            # The core checks static shapes: the geometry is computed for batch 1, the primitive takes any batch.
+            backend = self.convlab_backend
+            (x, k, bias), _ = prepare(backend, allow_unknown_batch=True, X=inputs, K=self.weight, bias=self.bias)
+            geometry = self._geometry(_batchless(inputs.shape), None if self.bias is None else tuple(self.bias.shape))
+            if self.convlab_operation == "conv2d":
+                return backend.conv2d(x, k, bias, geometry)
+            return backend._conv_transpose2d(x, k, bias, geometry)
+
+        def _geometry(self, x_shape: Tuple[int, ...], bias_shape: Optional[Tuple[int, ...]] = None) -> Any:
+            make = conv_geometry if self.convlab_operation == "conv2d" else conv_transpose_geometry
+            return make(x_shape, tuple(self.weight.shape), bias_shape, **self.convlab_config)
 
         def compute_output_shape(self, input_shape: Tuple[Optional[int], ...]) -> Tuple[Optional[int], ...]:
             shape = tuple(input_shape)
             unknown_batch = len(shape) == 4 and shape[0] is None
-            probe = (1,) + shape[1:] if unknown_batch else shape
-            out = convlab.output_shape(probe, tuple(self.weight.shape), **self.convlab_config)
+            out = self._geometry(_batchless(shape) if unknown_batch else shape).out
             return (None,) + out[1:] if unknown_batch else out
 
         def get_config(self) -> dict:
-            shape = list(self.weight.shape)
-            extra = dict(config=self.convlab_config, weight_shape=shape, use_bias=self.bias is not None)
+            options = self.convlab_config
+            if self.convlab_operation != "conv2d":
+                options = dict(options, operation=self.convlab_operation)
+            extra = dict(config=options, weight_shape=list(self.weight.shape), use_bias=self.bias is not None)
             return {**super().get_config(), **extra}
 
         @classmethod
@@ -410,11 +438,14 @@ def _keras_layers() -> Tuple[type, type]:
             config = dict(config)
             shape, use_bias = tuple(config.pop("weight_shape")), config.pop("use_bias")
             options = _tuples(config.pop("config"))
-            out_channels = shape[3] if options["data_format"] == "channels_last" else shape[0]
+            last = options["data_format"] == "channels_last"
+            if options.get("operation", "conv2d") == "conv2d":  # weight (Co, C, kh, kw) or (kh, kw, C, Co)
+                out_channels = shape[3] if last else shape[0]
+            else:  # weight (C, Co, kh, kw) or (kh, kw, Co, C)
+                out_channels = shape[2] if last else shape[1]
             weight = np.zeros(shape, np.float32)  # Keras loads the saved values over these
             return cls(options, weight, np.zeros(out_channels, np.float32) if use_bias else None, **config)
 
-    @keras.saving.register_keras_serializable(package="convlab")
     class ConvlabPool2D(keras.layers.Layer):
         """``convlab.pool2d`` as a Keras 3 layer (made by ``cl.MaxPool2D`` / ``cl.AvgPool2D``).
 
@@ -431,42 +462,34 @@ def _keras_layers() -> Tuple[type, type]:
             self.convlab_config = _tuples(config)
             self.built = True
 
-        def _geometry(self, shape: Tuple[int, ...]) -> Any:
-            config = self.convlab_config
-            return _pool_geometry(
-                shape, config["pool_size"], config["mode"], config["stride"], config["padding"], config["data_format"]
-            )
+        def _geometry(self, shape: Tuple[int, ...]) -> PoolGeometry:
+            config = dict(self.convlab_config)
+            return pool_geometry(shape, config.pop("pool_size"), config.pop("mode"), **config)
 
         def call(self, inputs: Any) -> Any:
-            backend, config = self.convlab_backend, self.convlab_config
+            backend = self.convlab_backend
             if len(inputs.shape) == 4 and inputs.shape[0] is None:  # model.fit traces with an unknown batch size
-                geometry = self._geometry(_static_batchless("X", inputs))
-                (x,), _ = _prepare(backend, (_describe(backend, "X", inputs),), ("X",))
-                g = geometry
-                return backend.pool2d(
-                    x, g.window, g.stride, g.pads, g.mode, config["count_include_pad"], g.channels_last
-                )
-            return convlab.pool2d(inputs, backend=backend, **config)
+                (x,), _ = prepare(backend, allow_unknown_batch=True, X=inputs)
+                return backend.pool2d(x, self._geometry(_batchless(inputs.shape)))
+            return convlab.pool2d(inputs, backend=backend, **self.convlab_config)
 
         def compute_output_shape(self, input_shape: Tuple[Optional[int], ...]) -> Tuple[Optional[int], ...]:
             shape = tuple(input_shape)
             if len(shape) == 4 and shape[0] is None:
-                return (None,) + self._geometry((1,) + shape[1:]).out[1:]
+                return (None,) + self._geometry(_batchless(shape)).out[1:]
             return self._geometry(shape).out
 
         def get_config(self) -> dict:
             return {**super().get_config(), "config": self.convlab_config}
 
-    for cls in (ConvlabConv2D, ConvlabPool2D):
-        cls.__qualname__ = cls.__name__  # why: the classes are found as convlab_tensorflow.<name> (module __getattr__)
-    return ConvlabConv2D, ConvlabPool2D
+    built = {"ConvlabConv2D": ConvlabConv2D, "ConvlabPool2D": ConvlabPool2D}
+    for name, cls in built.items():  # registered as convlab>ConvlabConv2D..., the names lazy_classes gives them
+        keras.saving.register_keras_serializable(package="convlab", name=name)(cls)
+    return built
 
 
-def __getattr__(name: str) -> Any:
-    """``convlab_tensorflow.ConvlabConv2D`` / ``ConvlabPool2D``, built (and Keras imported) on first access."""
-    if name in ("ConvlabConv2D", "ConvlabPool2D"):
-        return _keras_layers()[name == "ConvlabPool2D"]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+#: ``convlab_tensorflow.ConvlabConv2D`` / ``ConvlabPool2D``, built (and Keras imported) on first access
+_layer_classes, __getattr__ = lazy_classes(__name__, _build_keras_layers)
 
 
 def _initial(values: np.ndarray) -> Callable[..., np.ndarray]:
