@@ -1,6 +1,7 @@
 """Winograd F(2x2, 3x3) / F(4x4, 3x3) against each framework's own convolution, one process per backend.
 
     python benchmarks/winograd.py --backend torch [--threads 1] [--quick] [--out DIR]
+    python benchmarks/winograd.py --report [--out DIR]      # the Markdown tables of DIR's results
 
 The multi-channel case of DESIGN.md section 6: N=8, C 64->64, 56x56, 3x3, padding 1, float32, channels-first
 (TensorFlow, whose CPU kernels are channels-last, on NHWC data). Every spelling of convlab.winograd that
@@ -54,6 +55,13 @@ def build(name: str, tiles) -> tuple:
         for m in tiles:
             fns[f"winograd{m} seam"] = functools.partial(winograd.conv2d_winograd, be, X, K, None, nchw, m)
             fns[f"winograd{m} numpy_winograd"] = functools.partial(winograd.numpy_winograd, X, K, None, nchw, m)
+        fns["winograd4 numpy_winograd kronecker"] = functools.partial(
+            winograd.numpy_winograd, X, K, None, nchw, 4, separable=False
+        )
+        g_matrix = winograd.transforms(4)[1]
+        fns["kernel transform alone (tile 4)"] = functools.partial(
+            winograd._kernel_transform_numpy, K, nchw, g_matrix, np.float32
+        )
         native = "numpy gemm (native)"
     elif name == "torch":
         import torch
@@ -64,6 +72,10 @@ def build(name: str, tiles) -> tuple:
         for m in tiles:
             fns[f"winograd{m} seam"] = functools.partial(winograd.conv2d_winograd, be, x, k, None, nchw, m)
             fns[f"winograd{m} torch_winograd"] = functools.partial(winograd.torch_winograd, x, k, None, nchw, m)
+        fns["winograd4 torch_winograd kronecker"] = functools.partial(
+            winograd.torch_winograd, x, k, None, nchw, 4, separable=False
+        )
+        fns["kernel transform alone (tile 4)"] = functools.partial(winograd.torch_kernel_transform, k, nchw, 4)
         native = "F.conv2d"
         torch.set_grad_enabled(False)
     elif name == "jax":
@@ -77,6 +89,15 @@ def build(name: str, tiles) -> tuple:
             seam = jax.jit(functools.partial(winograd.conv2d_winograd, be, bias=None, geometry=nchw, tile=m))
             fns[f"winograd{m} seam (jit)"] = functools.partial(seam, x, k)
             fns[f"winograd{m} jax_winograd"] = functools.partial(winograd.jax_winograd(nchw, m), x, k, None)
+        x_nhwc, k_hwio = jax.numpy.asarray(x_cl), jax.numpy.asarray(k_cl)
+        conv_nhwc = jax.jit(
+            lambda a, b: lax.conv_general_dilated(
+                a, b, (1, 1), [(PADDING, PADDING)] * 2, dimension_numbers=("NHWC", "HWIO", "NHWC")
+            )
+        )
+        fns["lax.conv (jit) NHWC"] = lambda: conv_nhwc(x_nhwc, k_hwio)
+        fns["winograd4 jax_winograd NHWC"] = functools.partial(winograd.jax_winograd(nhwc, 4), x_nhwc, k_hwio, None)
+        layouts = {"lax.conv (jit) NHWC": "nhwc", "winograd4 jax_winograd NHWC": "nhwc"}
         native = "lax.conv (jit)"
         sync = jax.block_until_ready
     elif name == "tensorflow":
@@ -100,13 +121,9 @@ def build(name: str, tiles) -> tuple:
         fns["npx.convolution"] = lambda: npx.convolution(
             x, k, kernel=(3, 3), pad=(PADDING, PADDING), num_filter=SHAPE_K[0], no_bias=True
         )
-        for m in tiles:
+        for m in tiles:  # (fused_winograd needs 6-D slicing, which MXNet's slice operator refuses)
             fns[f"winograd{m} seam"] = functools.partial(winograd.conv2d_winograd, be, x, k, None, nchw, m)
-            u = winograd.fused_winograd
-            fns[f"winograd{m} fused (eager)"] = functools.partial(
-                u, be, lambda values, axis: mx.np.stack(values, axis), x,
-                winograd.winograd_kernel(be, k, nchw, m), None, nchw, m,
-            )  # fmt: skip
+            fns[f"winograd{m} mxnet_winograd"] = functools.partial(winograd.mxnet_winograd, x, k, None, nchw, m)
         native = "npx.convolution"
         sync = lambda outs: mx.npx.waitall()  # noqa: E731
     else:
@@ -115,6 +132,8 @@ def build(name: str, tiles) -> tuple:
     expected = cl.conv2d(reference, K.astype(np.float64), padding=PADDING, backend="numpy")
 
     def check(key, fn):
+        if key.startswith("kernel transform"):
+            return 0.0
         y = np.asarray(be.to_numpy(fn()), dtype=np.float64)
         if layouts.get(key) == "nhwc":
             y = y.transpose(0, 3, 1, 2)
@@ -124,9 +143,38 @@ def build(name: str, tiles) -> tuple:
     return fns, native, sync, errors, {name: be.version(), "numpy": np.__version__}
 
 
+def report(directory: Path) -> str:
+    """The Markdown tables of every ``winograd-*.json`` in ``directory`` (what WINOGRAD.md quotes)."""
+    import json
+
+    lines = []
+    for path in sorted(directory.glob("winograd-*.json")):
+        if "accuracy" in path.name:
+            continue
+        data = json.loads(path.read_text())
+        machine = data["machine"]
+        lines += [
+            f"#### {data['backend']}, threads {data['threads']}, {data['clock']} clock ({path.name})",
+            "",
+            f"{machine['versions']}; {data['when']}; load average {machine['loadavg_start'][0]:.1f} at the start, "
+            f"{data['loadavg_end'][0]:.1f} at the end",
+            "",
+            "| function | median ms | min ms | max ms | native / this | GFLOP/s (direct-equivalent) |",
+            "|---|---|---|---|---|---|",
+        ]
+        for key, r in data["results"].items():
+            lines.append(
+                f"| {key} | {r['median_s'] * 1e3:.2f} | {r['min_s'] * 1e3:.2f} | {r['max_s'] * 1e3:.2f} | "
+                f"{r['speedup_vs_native']:.2f} | {r['gflops_direct_equivalent']:.0f} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--backend", required=True)
+    parser.add_argument("--backend")
+    parser.add_argument("--report", action="store_true", help="print the Markdown tables of DIR's results")
     parser.add_argument("--threads", type=int, default=0, help="limit every framework to N threads (0: default)")
     parser.add_argument("--clock", choices=("wall", "cpu"), default=None, help="default: cpu with --threads 1")
     parser.add_argument("--tiles", default="2,4")
@@ -134,6 +182,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=0)
     parser.add_argument("--out", default=str(HERE / "results"))
     args = parser.parse_args()
+    if args.report:
+        print(report(Path(args.out)))
+        return
+    if not args.backend:
+        parser.error("--backend is required")
     if args.threads:
         os.environ.update(harness.thread_env(args.threads))
         if args.backend == "torch":
@@ -164,7 +217,9 @@ def main() -> None:
             f"max {numbers['max_s'] * 1e3:7.2f})  {numbers['speedup_vs_native']:5.2f}x native  "
             f"err {errors[key]:.1e}"
         )
-    best = max((r["speedup_vs_native"], key) for key, r in rows.items() if key.startswith("winograd"))
+    best = max(
+        (r["speedup_vs_native"], key) for key, r in rows.items() if key.startswith("winograd") and "NHWC" not in key
+    )
     target = TARGETS.get(args.backend)
     data = {
         "backend": args.backend,

@@ -65,8 +65,16 @@ CLASSES = {
     "X * 1e3, cancelling K (testing 'cancel')": (lambda r, s: 1e3 * r.normal(size=s), _cancel, False),
     "scale 1e-4 (X and K)": (lambda r, s: 1e-4 * r.normal(size=s), lambda r, s: 1e-4 * r.normal(size=s), False),
     "scale 1e4 (X and K)": (lambda r, s: 1e4 * r.normal(size=s), lambda r, s: 1e4 * r.normal(size=s), False),
-    "lognormal X (sigma 2, high dynamic range)": (lambda r, s: r.lognormal(0.0, 2.0, s), lambda r, s: r.normal(size=s), False),  # noqa: E501
-    "spiky X, delta K (constructed)": (_spiky, lambda r, s: np.pad(r.normal(size=s[:2] + (1, 1)), ((0, 0), (0, 0), (1, 1), (1, 1))), True),  # noqa: E501
+    "lognormal X (sigma 2, high dynamic range)": (
+        lambda r, s: r.lognormal(0.0, 2.0, s),
+        lambda r, s: r.normal(size=s),
+        False,
+    ),  # noqa: E501
+    "spiky X, delta K (constructed)": (
+        _spiky,
+        lambda r, s: np.pad(r.normal(size=s[:2] + (1, 1)), ((0, 0), (0, 0), (1, 1), (1, 1))),
+        True,
+    ),  # noqa: E501
     "spiky X, Laplacian K (constructed)": (_spiky, lambda r, s: LAPLACIAN * r.normal(size=s[:2] + (1, 1)), True),
 }
 
@@ -114,6 +122,8 @@ def spellings(backend_name: str):
         out["jax_winograd"] = on_backend(lambda x, k, b, g, t: winograd.jax_winograd(g, t)(x, k, b))
     elif backend_name == "tensorflow":
         out["tensorflow_winograd"] = on_backend(lambda x, k, b, g, t: winograd.tensorflow_winograd(g, t)(x, k, b))
+    elif backend_name == "mxnet":
+        out["mxnet_winograd"] = on_backend(winograd.mxnet_winograd)
     return out, be
 
 
@@ -188,7 +198,11 @@ def exact_study(backend_name: str) -> list:
         k_shape = inputs["K"].shape
         channels_last = kwargs.get("data_format") == "channels_last"
         window = k_shape[:2] if channels_last else k_shape[2:]
-        if window != (3, 3) or kwargs.get("stride", 1) not in (1, (1, 1)) or kwargs.get("dilation", 1) not in (1, (1, 1)):  # noqa: E501
+        if (
+            window != (3, 3)
+            or kwargs.get("stride", 1) not in (1, (1, 1))
+            or kwargs.get("dilation", 1) not in (1, (1, 1))
+        ):  # noqa: E501
             continue
         integer = all(kind == "int" for _, _, kind, _ in case.inputs)
         if integer:
@@ -201,8 +215,14 @@ def exact_study(backend_name: str) -> list:
             b = rng.integers(-5, 6, size=(5,)).astype(np.float32)
             kwargs = {"padding": 1}
             if channels_last:
-                x, k, kwargs = x.transpose(0, 2, 3, 1).copy(), k.transpose(2, 3, 1, 0).copy(), dict(kwargs, data_format="channels_last")  # noqa: E501
-            cases.append((f"integers -4..4, K -3..3, C={c}, bias, {'NHWC' if channels_last else 'NCHW'}", x, k, b, kwargs, True))  # noqa: E501
+                x, k, kwargs = (
+                    x.transpose(0, 2, 3, 1).copy(),
+                    k.transpose(2, 3, 1, 0).copy(),
+                    dict(kwargs, data_format="channels_last"),
+                )  # noqa: E501
+            cases.append(
+                (f"integers -4..4, K -3..3, C={c}, bias, {'NHWC' if channels_last else 'NCHW'}", x, k, b, kwargs, True)
+            )  # noqa: E501
     stripes = cl.images.stripes().astype(np.float32)[None, None]
     for name, kernel in (("laplacian", cl.kernels.laplacian()), ("sobel", cl.kernels.sobel())):
         kernel = np.asarray(kernel, np.float32)
@@ -211,9 +231,24 @@ def exact_study(backend_name: str) -> list:
     rows = []
     for name, x, k, b, kwargs, integer in cases:
         fmt = kwargs.get("data_format", "channels_first")
-        g = conv_geometry(x.shape, k.shape, None if b is None else b.shape, padding=kwargs.get("padding", 0), data_format=fmt)  # noqa: E501
-        reference = cl.conv2d(x.astype(np.float64), k.astype(np.float64), None if b is None else b.astype(np.float64), backend="numpy", padding=kwargs.get("padding", 0), data_format=fmt)  # noqa: E501
-        magnitude = cl.conv2d(np.abs(x.astype(np.float64)), np.abs(k.astype(np.float64)), backend="numpy", padding=kwargs.get("padding", 0), data_format=fmt)  # noqa: E501
+        g = conv_geometry(
+            x.shape, k.shape, None if b is None else b.shape, padding=kwargs.get("padding", 0), data_format=fmt
+        )  # noqa: E501
+        reference = cl.conv2d(
+            x.astype(np.float64),
+            k.astype(np.float64),
+            None if b is None else b.astype(np.float64),
+            backend="numpy",
+            padding=kwargs.get("padding", 0),
+            data_format=fmt,
+        )  # noqa: E501
+        magnitude = cl.conv2d(
+            np.abs(x.astype(np.float64)),
+            np.abs(k.astype(np.float64)),
+            backend="numpy",
+            padding=kwargs.get("padding", 0),
+            data_format=fmt,
+        )  # noqa: E501
         exact_tier = integer and float(np.max(magnitude)) < 2**24
         expected = reference.astype(np.float32)
         for tile in winograd.TILES:
@@ -261,6 +296,38 @@ def markdown(summary: dict, exact: list, meta: dict) -> str:
         "",
     ]
     chans = [str(c) for c in meta["channels"]]
+    lines += [
+        "## Summary: the fewest input channels from which the section 4 rule held (every larger C too)",
+        "",
+        "ordinary: every non-constructed class but the lognormal one; worst: the largest fraction of the section 4 "
+        "bound at C = 1 and C = 64 over all classes; error_bound: the largest fraction of `winograd.error_bound` "
+        "anywhere (constructed classes included).",
+        "",
+        "| tile | spelling | dtype | ordinary | lognormal (HDR) | constructed | worst at C=1 | worst at C=64 "
+        "| error_bound |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for spelling, by_tile in summary.items():
+        for tile, by_dtype in by_tile.items():
+            for dtype, by_class in by_dtype.items():
+
+                def from_c(names, by_class=by_class):
+                    worst = [max(by_class[n]["sec4"][c] for n in names) for c in chans]
+                    ok = [w <= 1 for w in worst]
+                    first = next((i for i in range(len(chans)) if all(ok[i:])), None)
+                    return "never" if first is None else f"C >= {chans[first]}"
+
+                ordinary = [n for n, e in by_class.items() if not e["constructed"] and "lognormal" not in n]
+                hdr = [n for n in by_class if "lognormal" in n]
+                constructed = [n for n, e in by_class.items() if e["constructed"]]
+                at1 = max(e["sec4"][chans[0]] for e in by_class.values())
+                at64 = max(e["sec4"][chans[-1]] for e in by_class.values())
+                wino = max(e["wino"] for e in by_class.values())
+                lines.append(
+                    f"| F({tile}x{tile}) | {spelling} | {dtype} | {from_c(ordinary)} | {from_c(hdr)} | "
+                    f"{from_c(constructed)} | {at1:.3g} | {at64:.3g} | {wino:.3g} |"
+                )
+    lines.append("")
     for spelling, by_tile in summary.items():
         for tile, by_dtype in by_tile.items():
             for dtype, by_class in by_dtype.items():
@@ -285,7 +352,8 @@ def markdown(summary: dict, exact: list, meta: dict) -> str:
     for r in exact:
         lines.append(
             f"| {r['case']} | {r['tile']} | {r['spelling']} | {'yes' if r['exact_tier'] else 'no'} "
-            f"(max partial sum {r['max_partial_sum']:.0f}) | {r['differ']} of {r['elements']} | {r['max_abs_diff']:.3g} |"
+            f"(max partial sum {r['max_partial_sum']:.0f}) | {r['differ']} of {r['elements']} "
+            f"| {r['max_abs_diff']:.3g} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -4,18 +4,19 @@ Each m x m block of outputs is computed from an (m+2) x (m+2) tile ``d`` of the 
 
     Y = A^T [ sum_c (G g_c G^T) * (B^T d_c B) ] A
 
-so the channel reduction becomes (m+2)^2 independent matrix products of shape (tiles, C) x (C, Co):
-F(4x4, 3x3) does 36 products of a quarter of the rows a direct formulation's 9 products have, 4x fewer
-multiplications (F(2x2, 3x3): 2.25x). The transforms are products with the small constant matrices of
-:func:`transforms`.
+so the channel reduction becomes (m+2)^2 independent matrix products of shape (tiles, C) x (C, Co): for
+F(4x4, 3x3) 36 products over N*H*W/16 tiles where a direct formulation does 9 over N*H*W pixels, 4x fewer
+multiplications (F(2x2, 3x3): 16 over N*H*W/4, 2.25x fewer). The transforms are products with the small
+constant matrices of :func:`transforms`.
 
 - :func:`conv2d_winograd` is written once with the seam's array ops of a :class:`convlab.Backend` (``pad``,
   ``reshape``, ``transpose``, ``matmul`` of 2-D x N-D and batched 3-D operands, slicing, ``+``, ``*``): it
   runs, and differentiates, on every backend.
 - Framework spellings of the same algorithm, for the adapters: :func:`numpy_winograd` and
-  :func:`torch_winograd` (cache-sized blocks, one matrix product per transform with the Kronecker product
-  of the 1-D transforms), :func:`fused_winograd` (the transforms as sums of strided slices, for a compiler
-  to fuse: :func:`jax_winograd` jits it whole, :func:`tensorflow_winograd` compiles it with XLA).
+  :func:`torch_winograd` (the tiles of one cache-sized block at a time, in preallocated buffers),
+  :func:`fused_winograd` (the transforms as sums of strided slices, for a compiler to fuse:
+  :func:`jax_winograd` jits it whole, :func:`tensorflow_winograd` compiles it with XLA) and
+  :func:`mxnet_winograd`.
 
 Accuracy: the transforms add and subtract pixels and taps that a direct sum never combines, so an output
 whose own products are small next to its tile's neighbours picks up their rounding error, and the section 4
@@ -71,15 +72,27 @@ _LAVIN = {
     ),
     4: (
         [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]],
-        [[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6], [1 / 24, 1 / 12, 1 / 6],
-         [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]],  # fmt: skip
-        [[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0], [0, -2, -1, 2, 1, 0],
-         [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]],  # fmt: skip
+        [
+            [1 / 4, 0, 0],
+            [-1 / 6, -1 / 6, -1 / 6],
+            [-1 / 6, 1 / 6, -1 / 6],
+            [1 / 24, 1 / 12, 1 / 6],
+            [1 / 24, -1 / 12, 1 / 6],
+            [0, 0, 1],
+        ],  # fmt: skip
+        [
+            [4, 0, -5, 0, 1, 0],
+            [0, -4, -4, 1, 1, 0],
+            [0, 4, -4, -1, 1, 0],
+            [0, -2, -1, 2, 1, 0],
+            [0, 2, -1, -2, 1, 0],
+            [0, 4, 0, -5, 0, 1],
+        ],  # fmt: skip
     ),
 }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.lru_cache(maxsize=64)
 def transforms(tile: int, points: Optional[Tuple[Any, ...]] = None) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(A^T, G, B^T)`` of F(tile, 3) as float64 arrays of shapes (m, m+2), (m+2, 3), (m+2, m+2).
 
@@ -144,8 +157,6 @@ def _inverse(matrix: Sequence[Sequence[Fraction]]) -> list:
     return [row[n:] for row in rows]
 
 
-
-
 # -- which calls it serves ----------------------------------------------------------------------------
 
 
@@ -159,10 +170,10 @@ def check_winograd(geometry: ConvGeometry, tile: Optional[int] = None) -> int:
 
     Example:
         >>> from convlab.geometry import conv_geometry
-        >>> check_winograd(conv_geometry((1, 3, 8, 8), (4, 3, 5, 5)))
+        >>> check_winograd(conv_geometry((1, 3, 8, 8), (4, 3, 5, 5)))  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        convlab.errors.ConvlabValueError: algorithm="winograd" computes 3x3 kernels with stride 1 and dilation 1; got a 5x5 kernel (K of shape (4, 3, 5, 5), (Co, C, kh, kw)), stride (1, 1), dilation (1, 1), for X of shape (1, 3, 8, 8)
+        convlab.errors.ConvlabValueError: algorithm="winograd" computes 3x3 kernels ... got a 5x5 kernel (K of ...
     """
     g = geometry
     if not supports_winograd(g):
@@ -221,7 +232,9 @@ def _kernel_transform(be: Any, k: Any, geometry: ConvGeometry, g_matrix: np.ndar
     return be.reshape(u, (a * a, c, co))
 
 
-def conv2d_winograd(be: Any, x: Any, k: Any, bias: Optional[Any], geometry: ConvGeometry, tile: Optional[int] = None) -> Any:  # fmt: skip
+def conv2d_winograd(
+    be: Any, x: Any, k: Any, bias: Optional[Any], geometry: ConvGeometry, tile: Optional[int] = None
+) -> Any:
     """3x3, stride-1 correlation by Winograd F(tile x tile, 3 x 3), plus ``bias`` (Co,) unless None.
 
     ``x`` and ``k`` are 4-D in the geometry's layout (NCHW/OIHW, or NHWC/HWIO when channels_last), any
@@ -234,20 +247,29 @@ def conv2d_winograd(be: Any, x: Any, k: Any, bias: Optional[Any], geometry: Conv
     return _winograd(be, x, u, bias, geometry, tile)
 
 
-def conv2d_winograd_transformed(be: Any, x: Any, u: Any, bias: Optional[Any], geometry: ConvGeometry, tile: Optional[int] = None) -> Any:  # fmt: skip
+def conv2d_winograd_transformed(
+    be: Any, x: Any, u: Any, bias: Optional[Any], geometry: ConvGeometry, tile: Optional[int] = None
+) -> Any:
     """:func:`conv2d_winograd` with the kernel already transformed by :func:`winograd_kernel`."""
     return _winograd(be, x, u, bias, geometry, check_winograd(geometry, tile))
 
 
-def _winograd(be: Any, x: Any, u: Any, bias: Optional[Any], geometry: ConvGeometry, tile: int,
-              matrices: Optional[Tuple[np.ndarray, ...]] = None) -> Any:  # fmt: skip
+def _winograd(
+    be: Any,
+    x: Any,
+    u: Any,
+    bias: Optional[Any],
+    geometry: ConvGeometry,
+    tile: int,
+    matrices: Optional[Tuple[np.ndarray, ...]] = None,
+) -> Any:
     """The seam formulation; ``matrices`` overrides ``transforms(tile)`` (the accuracy study's F(6x6, 3x3))."""
     g, m = geometry, tile
     at, _, bt = transforms(m) if matrices is None else matrices
     a = m + 2
     dtype = be.dtype_name(x)
     n, c, co = g.batch, g.in_channels, g.out_channels
-    (height, width), (out_h, out_w) = g.in_hw, g.out_hw
+    height, width = g.in_hw
     tiles_h, tiles_w = _tiles(g, m)
     (top, _), (left, _) = g.pads
     # Padded to tiles + 1 blocks of m rows and columns: tile t reads all of block t and the first two rows
@@ -282,12 +304,21 @@ def _winograd(be: Any, x: Any, u: Any, bias: Optional[Any], geometry: ConvGeomet
     return _assemble(be, be.reshape(y, (m, m, tiles_h, tiles_w, n, co)), bias, g, (2, 0, 3, 1), (4, 5))
 
 
-def _assemble(be: Any, y: Any, bias: Optional[Any], g: ConvGeometry, spatial: Tuple[int, int, int, int],
-              batch_channel: Tuple[int, int]) -> Any:  # fmt: skip
+def _assemble(
+    be: Any,
+    y: Any,
+    bias: Optional[Any],
+    g: ConvGeometry,
+    spatial: Tuple[int, int, int, int],
+    batch_channel: Tuple[int, int],
+) -> Any:
     """Tiles (axes ``spatial`` = tile row, row in tile, tile column, column in tile) back into an image in the
     geometry's layout (``batch_channel``: the N and Co axes), cropped, plus the bias."""
     (out_h, out_w), co, n = g.out_hw, g.out_channels, g.batch
-    tile_h, tile_w = _shape_of(y, spatial[0]) * _shape_of(y, spatial[1]), _shape_of(y, spatial[2]) * _shape_of(y, spatial[3])
+    tile_h, tile_w = (
+        _shape_of(y, spatial[0]) * _shape_of(y, spatial[1]),
+        _shape_of(y, spatial[2]) * _shape_of(y, spatial[3]),
+    )
     nb, cb = batch_channel
     if g.channels_last:
         y = be.reshape(be.transpose(y, (nb,) + spatial + (cb,)), (n, tile_h, tile_w, co))
@@ -312,8 +343,8 @@ def roundings(tile: int) -> int:
 
     A transform row with ``k`` non-zero entries costs ``k - 1`` additions, plus one rounding when an entry is
     not a power of two (B^T's 5s, G's 1/6); G's entries are rounded once more when the dtype cannot hold them;
-    then the product. The largest count of the two spellings here: one direction at a time (the seam and
-    fused formulations) or both at once with the Kronecker product (the blocked NumPy and torch ones).
+    then the product. The larger count of the two ways the spellings here compute a transform: one direction
+    at a time, or both at once with the Kronecker product (``separable=False``, :func:`mxnet_winograd`).
     """
     at, g, bt = transforms(tile)
     g_rounded = int(any(float(np.float32(v)) != v for v in g.ravel()))
@@ -332,8 +363,15 @@ def _row_roundings(matrix: np.ndarray) -> int:
     return worst
 
 
-def error_bound(x: np.ndarray, k: np.ndarray, geometry: ConvGeometry, tile: Optional[int] = None, *,
-                dtype: str = "float32", c: float = 2.0) -> np.ndarray:  # fmt: skip
+def error_bound(
+    x: np.ndarray,
+    k: np.ndarray,
+    geometry: ConvGeometry,
+    tile: Optional[int] = None,
+    *,
+    dtype: str = "float32",
+    c: float = 2.0,
+) -> np.ndarray:
     """``c * (C + kappa) * u * W``: the rounding-error bound of :func:`conv2d_winograd`, NumPy float64.
 
     ``W = |A^T| (sum_c |G||g_c||G^T| * |B^T||d_c||B|) |A|`` is Winograd's own magnitude: the section 4 rule
@@ -378,16 +416,23 @@ def _kernel_transform_numpy(k: np.ndarray, geometry: ConvGeometry, g_matrix: np.
     return np.ascontiguousarray((g_matrix @ u).reshape(a * a, c, co), dtype=dtype)
 
 
-def numpy_winograd(x: np.ndarray, k: np.ndarray, bias: Optional[np.ndarray], geometry: ConvGeometry,
-                   tile: Optional[int] = None) -> np.ndarray:  # fmt: skip
+def numpy_winograd(
+    x: np.ndarray,
+    k: np.ndarray,
+    bias: Optional[np.ndarray],
+    geometry: ConvGeometry,
+    tile: Optional[int] = None,
+    separable: bool = True,
+) -> np.ndarray:
     """:func:`conv2d_winograd` for NumPy arrays, on blocks of about :data:`BLOCK_BYTES` that stay in cache.
 
-    The tiles are a strided view of one padded channels-last copy of ``x``; per block, one copy gathers them,
-    one matrix product with ``kron(B^T, B^T)`` transforms them (a product with K = (m+2)^2 runs at BLAS speed
-    where the 1-D transforms, K = m+2, do not), ``(m+2)^2`` products of (tiles, C) x (C, Co) sum the channels
-    (``numpy.matmul`` on 3-D operands) and one product with ``kron(A^T, A^T)`` makes the outputs. The kernel
-    transform is computed in float64 and rounded once. Returns a new C-contiguous array in the geometry's
-    layout.
+    The tiles are a strided view of one padded channels-last copy of ``x``; per block, one copy gathers them
+    into ((m+2)^2, tiles, C), two products with B^T transform their rows and columns, ``(m+2)^2`` products of
+    (tiles, C) x (C, Co) sum the channels (``numpy.matmul`` on 3-D operands) and two products with A^T make
+    the outputs, written channels-last into the result. ``separable=False``: one product with
+    ``kron(B^T, B^T)`` and one with ``kron(A^T, A^T)`` instead (K = (m+2)^2 runs at BLAS speed where K = m+2
+    does not, but does 3x the work; the two were within the noise of each other here). The kernel transform
+    is computed in float64 and rounded once. Returns a new C-contiguous array in the geometry's layout.
     """
     from numpy.lib.stride_tricks import as_strided
 
@@ -406,19 +451,33 @@ def numpy_winograd(x: np.ndarray, k: np.ndarray, bias: Optional[np.ndarray], geo
     tiles = as_strided(padded, (a, a, n, tiles_h, tiles_w, c), (s_h, s_w, s_n, s_h * m, s_w * m, s_c), writeable=False)
     u = _kernel_transform_numpy(k, g, g_matrix, dtype)
     k_in, k_out = np.kron(bt, bt).astype(dtype), np.kron(at, at).astype(dtype)
+    bt, at = bt.astype(dtype), at.astype(dtype)
     out = np.empty((n, tiles_h * m, tiles_w * m, co), dtype)
     width_c = tiles_w * max(c, co)
     blocks = _blocks(n, tiles_h, a * a * width_c * dtype.itemsize)
     most = max((n1 - n0) * (t1 - t0) for n0, n1, t0, t1 in blocks) * tiles_w
-    gathered, transformed = np.empty((2, a * a, most * c), dtype)
-    sums, outputs = np.empty((a * a, most, co), dtype), np.empty((m * m, most * co), dtype)
+    buffers = [np.empty(a * a * most * max(c, co), dtype) for _ in range(4)]  # sliced to each block: contiguous
     for n0, n1, t0, t1 in blocks:
         count = (n1 - n0) * (t1 - t0) * tiles_w
-        d = gathered[:, : count * c]
+        gathered, transformed, sums, outputs = (
+            buffers[0][: a * a * count * c].reshape(a * a, count * c),
+            buffers[1][: a * a * count * c].reshape(a * a, count * c),
+            buffers[2][: a * a * count * co].reshape(a * a, count, co),
+            buffers[3][: m * m * count * co].reshape(m * m, count * co),
+        )
+        d = gathered
         d.reshape(a, a, n1 - n0, t1 - t0, tiles_w, c)[...] = tiles[:, :, n0:n1, t0:t1]
-        v = np.matmul(k_in, d, out=transformed[:, : count * c])
-        p = np.matmul(v.reshape(a * a, count, c), u, out=sums[:, :count])
-        y = np.matmul(k_out, p.reshape(a * a, count * co), out=outputs[:, : count * co])
+        if separable:
+            t = np.matmul(bt, d.reshape(a, a * count * c))
+            np.matmul(bt, t.reshape(a, a, count * c), out=transformed.reshape(a, a, count * c))
+        else:
+            np.matmul(k_in, d, out=transformed)
+        p = np.matmul(transformed.reshape(a * a, count, c), u, out=sums)
+        if separable:
+            t = np.matmul(at, p.reshape(a, a * count * co))
+            y = np.matmul(at, t.reshape(m, a, count * co), out=outputs.reshape(m, m, count * co))
+        else:
+            y = np.matmul(k_out, p.reshape(a * a, count * co), out=outputs)
         target = out[n0:n1, t0 * m : t1 * m].reshape(n1 - n0, t1 - t0, m, tiles_w, m, co)
         target[...] = y.reshape(m, m, n1 - n0, t1 - t0, tiles_w, co).transpose(2, 3, 0, 4, 1, 5)
     y = out[:, :out_h, :out_w, :]
@@ -428,12 +487,16 @@ def numpy_winograd(x: np.ndarray, k: np.ndarray, bias: Optional[np.ndarray], geo
     return y
 
 
-def torch_winograd(x: Any, k: Any, bias: Optional[Any], geometry: ConvGeometry, tile: Optional[int] = None) -> Any:
+def torch_winograd(
+    x: Any, k: Any, bias: Optional[Any], geometry: ConvGeometry, tile: Optional[int] = None, separable: bool = True
+) -> Any:
     """:func:`numpy_winograd`'s blocked algorithm with torch ops (``as_strided`` tiles, ``mm``/``bmm`` into
     preallocated buffers), when no input requires grad; under autograd, the seam formulation.
 
-    A channels-first result is returned in ``torch.channels_last`` memory format (logically NCHW, as
-    ``torch.nn.functional.conv2d`` returns for channels_last inputs): the tiles are assembled channels-last.
+    ``separable``: the transforms as two products with the 1-D matrices per block (measured faster with MKL
+    than one product with their Kronecker product, the NumPy choice). A channels-first result is returned
+    in ``torch.channels_last`` memory format (logically NCHW, as ``torch.nn.functional.conv2d`` returns for
+    channels_last inputs): the tiles are assembled channels-last.
     """
     import torch
 
@@ -450,34 +513,60 @@ def torch_winograd(x: Any, k: Any, bias: Optional[Any], geometry: ConvGeometry, 
     tiles_h, tiles_w = _tiles(g, m)
     (top, _), (left, _) = g.pads
     dtype, device = x.dtype, x.device
-    padded = x.new_zeros((n, tiles_h * m + 2, tiles_w * m + 2, c))
+    padded = x.new_empty((n, tiles_h * m + 2, tiles_w * m + 2, c))
+    for border in (padded[:, :top], padded[:, top + height :], padded[:, :, :left], padded[:, :, left + width :]):
+        border.zero_()
     padded[:, top : top + height, left : left + width, :].copy_(x if g.channels_last else x.permute(0, 2, 3, 1))
     s_n, s_h, s_w, s_c = padded.stride()
     tiles = padded.as_strided((a, a, n, tiles_h, tiles_w, c), (s_h, s_w, s_n, s_h * m, s_w * m, s_c))
-    hwio = k if g.channels_last else k.permute(2, 3, 1, 0)
-    g_t = torch.tensor(g_matrix.tolist(), dtype=torch.float64, device=device)
-    u = (g_t @ hwio.to(torch.float64).reshape(3, 3 * c * co)).reshape(a, 3, c * co)
-    u = (g_t @ u).reshape(a * a, c, co).to(dtype).contiguous()
-    k_in = torch.tensor(np.kron(bt, bt).tolist(), dtype=dtype, device=device)
-    k_out = torch.tensor(np.kron(at, at).tolist(), dtype=dtype, device=device)
+    u = torch_kernel_transform(k, g, m)
+
+    def constant(matrix: np.ndarray) -> Any:
+        return torch.tensor(matrix.tolist(), dtype=dtype, device=device)
+
+    k_in, k_out, bt_t, at_t = constant(np.kron(bt, bt)), constant(np.kron(at, at)), constant(bt), constant(at)
     out = x.new_empty((n, tiles_h * m, tiles_w * m, co))
     blocks = _blocks(n, tiles_h, a * a * tiles_w * max(c, co) * x.element_size())
     most = max((n1 - n0) * (t1 - t0) for n0, n1, t0, t1 in blocks) * tiles_w
-    gathered, transformed = x.new_empty((a * a, most * c)), x.new_empty((a * a, most * c))
-    sums, outputs = x.new_empty((a * a, most, co)), x.new_empty((m * m, most * co))
+    buffers = [x.new_empty(a * a * most * max(c, co)) for _ in range(4)]  # sliced to each block: contiguous
     for n0, n1, t0, t1 in blocks:
         count = (n1 - n0) * (t1 - t0) * tiles_w
-        d = gathered[:, : count * c]
+        d, transformed, sums, outputs = (
+            buffers[0][: a * a * count * c].view(a * a, count * c),
+            buffers[1][: a * a * count * c].view(a * a, count * c),
+            buffers[2][: a * a * count * co].view(a * a, count, co),
+            buffers[3][: m * m * count * co].view(m * m, count * co),
+        )
         d.view(a, a, n1 - n0, t1 - t0, tiles_w, c).copy_(tiles[:, :, n0:n1, t0:t1])
-        v = torch.mm(k_in, d, out=transformed[:, : count * c])
-        p = torch.bmm(v.view(a * a, count, c), u, out=sums[:, :count])
-        y = torch.mm(k_out, p.view(a * a, count * co), out=outputs[:, : count * co])
+        if separable:  # rows: one (m+2, m+2) x (m+2, ...) product; columns: the same batched over the rows
+            v = torch.matmul(bt_t, torch.mm(bt_t, d.view(a, a * count * c)).view(a, a, count * c))
+            v = v.view(a * a, count * c)
+        else:
+            v = torch.mm(k_in, d, out=transformed)
+        p = torch.bmm(v.view(a * a, count, c), u, out=sums)
+        if separable:
+            y = torch.matmul(at_t, torch.mm(at_t, p.view(a, a * count * co)).view(m, a, count * co))
+            y = y.view(m * m, count * co)
+        else:
+            y = torch.mm(k_out, p.view(a * a, count * co), out=outputs)
         target = out[n0:n1, t0 * m : t1 * m].view(n1 - n0, t1 - t0, m, tiles_w, m, co)
         target.copy_(y.view(m, m, n1 - n0, t1 - t0, tiles_w, co).permute(2, 3, 0, 4, 1, 5))
     y = out if (tiles_h * m, tiles_w * m) == (out_h, out_w) else out[:, :out_h, :out_w, :].contiguous()
     if bias is not None:
         y += bias.to(dtype)
     return y if g.channels_last else y.permute(0, 3, 1, 2)
+
+
+def torch_kernel_transform(k: Any, geometry: ConvGeometry, tile: int) -> Any:
+    """U = G g G^T for torch, in float64 and rounded once to k's dtype: ((m+2)^2, C, Co), contiguous."""
+    import torch
+
+    g_matrix = transforms(tile)[1]
+    a, c, co = tile + 2, geometry.in_channels, geometry.out_channels
+    hwio = k if geometry.channels_last else k.permute(2, 3, 1, 0)
+    g_t = torch.tensor(g_matrix.tolist(), dtype=torch.float64, device=k.device)
+    u = (g_t @ hwio.to(torch.float64).reshape(3, 3 * c * co)).reshape(a, 3, c * co)
+    return (g_t @ u).reshape(a * a, c, co).to(k.dtype).contiguous()
 
 
 def _combine(coefficients: np.ndarray, terms: Sequence[Any]) -> Any:
@@ -496,8 +585,9 @@ def _combine(coefficients: np.ndarray, terms: Sequence[Any]) -> Any:
     return total
 
 
-def fused_winograd(be: Any, stack: Callable[..., Any], x: Any, u: Any, bias: Optional[Any], geometry: ConvGeometry,
-                   tile: int) -> Any:  # fmt: skip
+def fused_winograd(
+    be: Any, stack: Callable[..., Any], x: Any, u: Any, bias: Optional[Any], geometry: ConvGeometry, tile: int
+) -> Any:
     """Winograd with the transforms as sums of strided slices, for a compiler (XLA) to fuse into a few loops.
 
     ``stack(list, axis)`` is the framework's stack (``jax.numpy.stack``, ``tf.stack``); ``u`` the transformed
@@ -548,7 +638,9 @@ def jax_winograd(geometry: ConvGeometry, tile: Optional[int] = None) -> Callable
 
 
 @functools.lru_cache(maxsize=256)
-def tensorflow_winograd(geometry: ConvGeometry, tile: Optional[int] = None, jit_compile: bool = True) -> Callable[[Any, Any, Any], Any]:  # fmt: skip
+def tensorflow_winograd(
+    geometry: ConvGeometry, tile: Optional[int] = None, jit_compile: bool = True
+) -> Callable[[Any, Any, Any], Any]:
     """``run(x, k, bias)``: :func:`fused_winograd` as one ``tf.function`` compiled by XLA (``jit_compile``)."""
     import tensorflow as tf
 
@@ -562,3 +654,44 @@ def tensorflow_winograd(geometry: ConvGeometry, tile: Optional[int] = None, jit_
         return fused_winograd(be, lambda values, axis: tf.stack(values, axis), x, u, bias, geometry, m)
 
     return tf.function(run, jit_compile=jit_compile, autograph=False)
+
+
+def mxnet_winograd(x: Any, k: Any, bias: Optional[Any], geometry: ConvGeometry, tile: Optional[int] = None) -> Any:
+    """Winograd with MXNet's numpy operators: the tiles as (m+2)^2 strided slices of a padded channels-last
+    copy, stacked; one product with ``kron(B^T, B^T)``, the batched channel sums, one with ``kron(A^T, A^T)``.
+
+    (MXNet's slice operator refuses the 6-D slices of :func:`fused_winograd`.) Differentiable under
+    ``mxnet.autograd`` like every ``mx.np`` operator.
+    """
+    import mxnet as mx
+
+    g = geometry
+    m = check_winograd(g, tile)
+    at, g_matrix, bt = transforms(m)
+    a = m + 2
+    mnp = mx.np
+    n, c, co = g.batch, g.in_channels, g.out_channels
+    (height, width), (out_h, out_w) = g.in_hw, g.out_hw
+    tiles_h, tiles_w = _tiles(g, m)
+    (top, _), (left, _) = g.pads
+    dtype = x.dtype
+    if not g.channels_last:
+        x = x.transpose(0, 2, 3, 1)
+        k = k.transpose(2, 3, 1, 0)
+    pads = ((0, 0), (top, tiles_h * m + 2 - height - top), (left, tiles_w * m + 2 - width - left), (0, 0))
+    x = mnp.pad(x, pads)
+    span_h, span_w = (tiles_h - 1) * m + 1, (tiles_w - 1) * m + 1
+    d = mnp.stack([x[:, i : i + span_h : m, j : j + span_w : m, :] for i in range(a) for j in range(a)], 0)
+    count = n * tiles_h * tiles_w
+    g_t = mnp.array(g_matrix, dtype=dtype, ctx=x.ctx)
+    u = mnp.matmul(g_t, k.reshape(3, 3 * c * co)).reshape(a, 3, c * co)
+    u = mnp.matmul(g_t, u).reshape(a * a, c, co)
+    v = mnp.matmul(mnp.array(np.kron(bt, bt), dtype=dtype, ctx=x.ctx), d.reshape(a * a, count * c))
+    p = mnp.matmul(v.reshape(a * a, count, c), u)
+    y = mnp.matmul(mnp.array(np.kron(at, at), dtype=dtype, ctx=x.ctx), p.reshape(a * a, count * co))
+    y = y.reshape(m, m, n, tiles_h, tiles_w, co).transpose(2, 3, 0, 4, 1, 5).reshape(n, tiles_h * m, tiles_w * m, co)
+    if (tiles_h * m, tiles_w * m) != (out_h, out_w):
+        y = y[:, :out_h, :out_w, :]
+    if bias is not None:
+        y = y + bias.reshape(1, 1, 1, co)
+    return y if g.channels_last else y.transpose(0, 3, 1, 2)

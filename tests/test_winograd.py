@@ -46,6 +46,8 @@ def _spellings(backend):
         out["jax_winograd"] = lambda x, k, b, g, t: winograd.jax_winograd(g, t)(x, k, b)
     elif backend.name == "tensorflow":
         out["tensorflow_winograd"] = lambda x, k, b, g, t: winograd.tensorflow_winograd(g, t)(x, k, b)
+    elif backend.name == "mxnet":
+        out["mxnet_winograd"] = winograd.mxnet_winograd
     return out
 
 
@@ -110,9 +112,15 @@ def test_unsupported_geometry_is_a_clear_error(k_shape, stride, dilation, suppor
         lambda: winograd.numpy_winograd(x, k, None, g),
         lambda: winograd.winograd_kernel(be, k, g),
     ):
-        with pytest.raises(cl.ConvlabValueError, match=r'algorithm="winograd" computes 3x3 kernels.*K of shape') as info:
+        with pytest.raises(
+            cl.ConvlabValueError, match=r'algorithm="winograd" computes 3x3 kernels.*K of shape'
+        ) as info:
             call()
-        assert str(g.stride) in str(info.value) and str(g.dilation) in str(info.value) and "(1, 3, 12, 12)" in str(info.value)
+        assert (
+            str(g.stride) in str(info.value)
+            and str(g.dilation) in str(info.value)
+            and "(1, 3, 12, 12)" in str(info.value)
+        )
 
 
 @pytest.mark.parametrize("tile", [6, 3, 0, True, "4"])
@@ -162,6 +170,25 @@ def test_within_the_winograd_bound(backend, supports_float64, x_shape, out_chann
         reference.assert_within_bound(y, expected, bound, f"{backend.name} {name} F({tile}) {dtype}")
 
 
+@pytest.mark.parametrize("block_bytes", [3000, 40_000, 10**9])
+def test_blocked_spellings_any_block_size(backend, monkeypatch, block_bytes):
+    """numpy_winograd / torch_winograd split the work into blocks of tile rows or images, the last one short."""
+    name = {"numpy": "numpy_winograd", "torch": "torch_winograd"}.get(backend.name)
+    if name is None:
+        pytest.skip("no blocked spelling on this backend")
+    monkeypatch.setattr(winograd, "BLOCK_BYTES", block_bytes)
+    rng = np.random.default_rng(9)
+    X, K, b = rng.normal(size=(3, 5, 23, 13)), rng.normal(size=(4, 5, 3, 3)), rng.normal(size=4)
+    X, K, b = (a.astype(np.float32) for a in (X, K, b))
+    g = conv_geometry(X.shape, K.shape, padding=((2, 1), (0, 1)))
+    expected = reference.conv2d(X, K, b, (1, 1), g.pads)
+    for tile in winograd.TILES:
+        for channels_last in (False, True):
+            y = _run(backend, _spellings(backend)[name], X, K, b, g.pads, channels_last, tile)
+            bound = winograd.error_bound(X, K, g, tile) + _bias_rounding(expected, b, "float32")
+            reference.assert_within_bound(y, expected, bound, f"{name} F({tile}) blocks of {block_bytes} bytes")
+
+
 def test_error_bound_is_at_least_the_section4_magnitude():
     rng = np.random.default_rng(3)
     X, K = rng.normal(size=(1, 3, 8, 8)), rng.normal(size=(2, 3, 3, 3))
@@ -181,7 +208,7 @@ def test_section4_bound_on_typical_inputs(backend, tile, channels, scale):
     X = (rng.normal(size=(2, channels, 12, 10)) * scale).astype(np.float32)
     K = rng.normal(size=(5, channels, 3, 3)).astype(np.float32)
     g = conv_geometry(X.shape, K.shape, padding="same")
-    for name, run in _spellings(backend).items():
+    for run in _spellings(backend).values():
         tensors = [backend.asarray(a, "float32") for a in (X, K)]
         y = backend.to_numpy(run(*tensors, None, g, tile))
         cl.testing.assert_close_to_reference(y, X, K, padding="same")
@@ -268,9 +295,12 @@ def _backward_roundings(tile):
     rows = winograd._row_roundings
     g_rounded = 1
     separable = 2 * (rows(at.T) + max(rows(gm), rows(gm.T)) + g_rounded + max(rows(bt), rows(bt.T))) + 1
-    kronecker = rows(np.kron(at, at).T) + 2 * (max(rows(gm), rows(gm.T)) + g_rounded) + max(
-        rows(np.kron(bt, bt)), rows(np.kron(bt, bt).T)
-    ) + 1
+    kronecker = (
+        rows(np.kron(at, at).T)
+        + 2 * (max(rows(gm), rows(gm.T)) + g_rounded)
+        + max(rows(np.kron(bt, bt)), rows(np.kron(bt, bt).T))
+        + 1
+    )
     return max(separable, kronecker) + 3
 
 
@@ -296,12 +326,13 @@ def test_gradients_through_autodiff(backend, tile, channels_last):
     gl = conv_geometry(x.shape, k.shape, b.shape, padding=padding, data_format=fmt)
     dy = backend.asarray(dY.transpose(out_cl), "float32")
     natives = backend.value_and_grad(
-        lambda p: backend.sum(cl.conv2d(p[0], p[1], p[2], padding=padding, data_format=fmt, algorithm="native") * dy,
-                              (0, 1, 2, 3))  # fmt: skip
+        lambda p: backend.sum(
+            cl.conv2d(p[0], p[1], p[2], padding=padding, data_format=fmt, algorithm="native") * dy, (0, 1, 2, 3)
+        )  # fmt: skip
     )([backend.asarray(a, "float32") for a in (x, k, b)])[1]
     native = [backend.to_numpy(v) for v in natives]
     for name, run in _spellings(backend).items():
-        loss = lambda p: backend.sum(run(p[0], p[1], p[2], gl, tile) * dy, (0, 1, 2, 3))  # noqa: E731
+        loss = lambda p, run=run: backend.sum(run(p[0], p[1], p[2], gl, tile) * dy, (0, 1, 2, 3))  # noqa: E731
         _, grads = backend.value_and_grad(loss)([backend.asarray(a, "float32") for a in (x, k, b)])
         dx, dk, db = (np.asarray(backend.to_numpy(v), dtype=np.float64) for v in grads)
         if channels_last:
@@ -335,7 +366,7 @@ def test_tile2_gradients_exact_on_integer_inputs(backend):
     dy = backend.asarray(dY, "float32")
     expected = cl.conv2d_vjp(X, K, dY, padding=padding, backend="numpy")
     for name, run in _spellings(backend).items():
-        loss = lambda p: backend.sum(run(p[0], p[1], p[2], g, 2) * dy, (0, 1, 2, 3))  # noqa: E731
+        loss = lambda p, run=run: backend.sum(run(p[0], p[1], p[2], g, 2) * dy, (0, 1, 2, 3))  # noqa: E731
         _, grads = backend.value_and_grad(loss)([backend.asarray(a, "float32") for a in (X, K, b)])
         for got, want, what in zip(grads, expected, ("dX", "dK", "dbias")):
             np.testing.assert_array_equal(backend.to_numpy(got), want, err_msg=f"{backend.name} {name} {what}")
