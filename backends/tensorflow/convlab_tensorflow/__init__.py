@@ -109,6 +109,13 @@ class TensorflowBackend(Backend):
             x = tf.convert_to_tensor(x)
         return x if x.dtype == target else tf.cast(x, target)
 
+    def constant(self, values: Sequence[float], like: Any, shape: Sequence[int]) -> Any:
+        """An average's counts as an eager constant made once per values, dtype and shape (also while tracing:
+        captured, as asarray does for NumPy data, so that grappler does not fold the division by it)."""
+        if self.tf.executing_eagerly() or self.tf.inside_function():
+            return _constant(tuple(values), self.dtype_name(like), tuple(shape))
+        return super().constant(values, like, shape)
+
     def to_numpy(self, x: Any) -> np.ndarray:
         return self.tf.convert_to_tensor(x).numpy()
 
@@ -348,6 +355,14 @@ def _int32_constant(values: Tuple[Any, ...]) -> Any:
 
     with tf.device("CPU:0"):  # shapes and paddings are host-memory arguments on every device
         return tf.constant(values, tf.int32)
+
+
+@functools.lru_cache(maxsize=1024)
+def _constant(values: Tuple[float, ...], dtype: str, shape: Tuple[int, ...]) -> Any:
+    import tensorflow as tf
+
+    with tf.init_scope():  # eager, also when first asked while tf.function traces
+        return tf.constant(np.reshape(values, shape), dtype)
 
 
 @functools.lru_cache(maxsize=1024)
