@@ -344,14 +344,14 @@ def _plan_conv_matrix(call: Call) -> Callable[..., Any]:
     selector = _selection_tensor(input_shape, k_shape, geometry.stride, geometry.pads, geometry.dilation)
     taps = k_shape[0] * k_shape[1]
     be, convert, dtype = call.backend, call.converter(), call.dtype
-    selector_tensor = be.asarray(selector.reshape(taps, -1), dtype)
-    on_device = call.tensors != ()
+    on_device, flat = call.tensors != (), selector.reshape(taps, -1)
     shape = (geometry.out[0] * geometry.out[1], input_shape[0] * input_shape[1])
 
     def run(K: Any) -> Any:
         (k,) = convert((K,))
-        chosen = be.place_like(selector_tensor, k) if on_device else selector_tensor
-        return be.reshape(be.matmul(be.reshape(k, (1, taps)), chosen), shape)
+        # converted per call: a plan outlives a trace (tf.function), so it holds no backend tensor
+        chosen = be.asarray(flat, dtype)
+        return be.reshape(be.matmul(be.reshape(k, (1, taps)), be.place_like(chosen, k) if on_device else chosen), shape)
 
     return run
 
