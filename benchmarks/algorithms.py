@@ -1,6 +1,12 @@
 """Measure every ``algorithm=`` of conv2d and pool2d per backend and shape: the data behind the rule tables.
 
     python benchmarks/algorithms.py --backend torch [--threads 1 --clock cpu] [--quick] [--out DIR]
+    python benchmarks/algorithms.py --backend torch --sweep [--seed 0 --conv-count 160 --pool-count 96]
+
+``--sweep`` times a seeded random sample of configurations instead (benchmarks/sweep.py: kernels 1..11,
+strides 1..3, dilation 1..2, channels 1..64, batch 1..8, images 8^2..2048^2, both layouts and dtypes),
+always on one thread's CPU time, into ``DIR/sweep-<backend>[-<tag>].json``; ``benchmarks/fit_rules.py``
+turns it into ``convlab/rules/<backend>.json``.
 
 For each benchmark shape (the single-channel sizes 8^2..2048^2 with a 3x3 and the book's 1x2 kernel, a
 few-channel case, and the multi-channel case N=8, C 64->64, 56x56, 3x3, padding 1; pooling 3x3 max and
@@ -168,7 +174,22 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--only", default="", help="run only cases whose name contains this")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
+    sweeping = parser.add_argument_group("sweep (benchmarks/sweep.py)")
+    sweeping.add_argument("--sweep", action="store_true", help="time the seeded random sample of configurations")
+    sweeping.add_argument("--seed", type=int, default=0)
+    sweeping.add_argument("--conv-count", type=int, default=160)
+    sweeping.add_argument("--pool-count", type=int, default=96)
+    sweeping.add_argument("--no-anchors", action="store_true", help="leave out the fixed anchor shapes")
+    sweeping.add_argument("--only-op", choices=("conv", "pool"), default="")
+    sweeping.add_argument("--limit", type=int, default=0, help="only the first N configurations")
+    sweeping.add_argument("--time-auto", action="store_true", help='time "auto" too (held-out check of the rules)')
+    sweeping.add_argument("--only-auto", action="store_true", help='time only native, "auto" and native again')
+    sweeping.add_argument("--rules-file", default="", help='run "auto" with this rule file (convlab/rules format)')
+    sweeping.add_argument("--tag", default="", help="file name suffix: sweep-<backend>-<tag>.json")
+    sweeping.add_argument("--resume", action="store_true", help="keep the rows already in the output file")
     args = parser.parse_args()
+    if args.sweep:
+        args.threads, args.clock = 1, "cpu"
     if args.threads:
         import harness
 
@@ -177,6 +198,13 @@ def main() -> None:
             import torch
 
             torch.set_num_threads(args.threads)
+    if args.sweep:
+        if args.backend == "jax":
+            os.environ.setdefault("JAX_ENABLE_X64", "1")  # float64 configurations; float32 ones stay float32
+        import sweep
+
+        sweep.run(args)
+        return
     import numpy as np
 
     from convlab import algorithms
