@@ -19,6 +19,7 @@ FRAMEWORKS = {
     "tensorflow": ["./backends/tensorflow", "tensorflow-cpu>=2.16"],
     "jax": ["./backends/jax", "jax"],
     "mxnet": ["./backends/mxnet", "mxnet==1.9.1", "numpy==1.23.5"],
+    "dask": ["./backends/dask", "dask[array]", "distributed", "dask-image"],
 }
 #: environment each framework's tests run with
 SESSION_ENV = {
@@ -58,9 +59,11 @@ def equivalence(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    session.install("ruff==0.17.6")
+    """ruff over the tree; mypy over the core (the package ships py.typed: its annotations are a promise)."""
+    session.install("ruff==0.17.6", "mypy", "numpy")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+    session.run("mypy")
 
 
 for _name in FRAMEWORKS:
