@@ -1,8 +1,11 @@
-"""The convolution cases every adapter's own tests run (tests/backends/test_<name>.py), and their test ids.
+"""The cases every backend's tests run (tests/test_backend_contract.py, tests/backends/test_<name>.py), and ids.
 
-(X shape, K shape, stride, padding, dilation): symmetric, asymmetric, strided "same", dilation with stride,
-one channel in and several out. Pooling cases differ per adapter (each lists its own branches), their ids not.
+Convolution (X shape, K shape, stride, padding, dilation): symmetric, asymmetric, strided "same", dilation with
+stride, one channel in and several out. Pooling (window, stride, padding, mode, count_include_pad): the branches
+each adapter listed for its own pool2d, together. Bad input: what every backend refuses before its framework runs.
 """
+
+import convlab as cl
 
 CONV_CASES = [
     ((1, 1, 6, 7), (1, 1, 2, 3), 1, 0, 1),
@@ -21,3 +24,66 @@ CONV_IDS = [f"x{c[0]}-k{c[1]}-s{c[2]}-p{c[3]}-d{c[4]}" for c in CONV_CASES]
 def pool_ids(cases):
     """Ids for (window, stride, padding, mode, count_include_pad) cases."""
     return [f"{c[3]}-w{c[0]}-s{c[1]}-p{c[2]}-inc{c[4]}" for c in cases]
+
+
+# (window, stride, padding, mode, count_include_pad): the branches every adapter listed for its own pool2d
+POOL_CASES = [
+    ((2, 2), 2, 0, "max", True),
+    ((3, 3), 2, 1, "max", True),
+    ((3, 2), 1, ((0, 1), (1, 0)), "max", True),
+    ((3, 3), 1, 2, "max", True),
+    ((2, 2), 2, 0, "avg", True),
+    ((2, 2), 1, 1, "avg", True),
+    ((2, 2), 1, ((1, 0), (0, 1)), "avg", True),
+    ((3, 3), 2, 1, "avg", True),
+    ((3, 3), 2, 1, "avg", False),
+    ((3, 3), 1, 1, "avg", False),
+    ((3, 3), 2, "same", "avg", False),
+    ((2, 3), (1, 2), ((1, 0), (0, 2)), "avg", True),
+    ((2, 3), (1, 2), ((1, 0), (0, 2)), "avg", False),
+    ((2, 4), (1, 2), ((1, 0), (0, 2)), "avg", False),
+    ((2, 4), (2, 1), ((1, 1), (0, 3)), "avg", True),
+    ((3, 3), 1, 2, "avg", False),
+] + [  # all three modes on one list of windows, strides and paddings
+    (window, stride, padding, mode, count_include_pad)
+    for window, stride, padding in [
+        ((2, 2), 2, 0),
+        ((3, 3), 1, 1),
+        ((2, 3), (1, 2), (1, 0)),
+        ((3, 3), 2, ((0, 2), (1, 0))),
+        ((3, 3), 1, ((2, 0), (0, 2))),  # the largest pads convlab allows
+        ((3, 3), 2, "same"),
+    ]
+    for mode, count_include_pad in [("max", True), ("avg", True), ("avg", False)]
+]
+POOL_IDS = pool_ids(POOL_CASES)
+
+
+def _with(fn, **options):
+    def call(*tensors):
+        return fn(*tensors, **options)
+
+    return call
+
+
+#: Bad input every backend refuses with a ConvlabError before any framework code runs: (what, a call of the
+#: tensors, the tensors' shapes, error class, a fragment of the message). tests/test_backend_contract.py runs
+#: them on each backend's float32 tensors; the JAX tests again under jit, the MXNet tests check that nothing
+#: was left in MXNet's queue to fail later.
+BAD_INPUT = [
+    ("rank-5 X", cl.conv2d, [(1, 1, 1, 5, 5), (1, 1, 3, 3)], cl.ConvlabValueError, "X must be 2-D"),
+    ("rank-1 X", cl.conv2d, [(6,), (3, 2, 3, 3)], cl.ConvlabValueError, "X must be 2-D"),
+    ("rank-3 K", cl.conv2d, [(1, 2, 5, 5), (2, 3, 3)], cl.ConvlabValueError, "K must be 4-D"),
+    ("channels", cl.conv2d, [(1, 2, 5, 5), (1, 3, 3, 3)], cl.ConvlabValueError, "input channels"),
+    ("bias shape", cl.conv2d, [(1, 2, 6, 6), (3, 2, 3, 3), (2,)], cl.ConvlabValueError, "bias"),
+    ("stride 0", _with(cl.conv2d, stride=0), [(4, 4), (2, 2)], cl.ConvlabValueError, "stride"),
+    ("negative pad", _with(cl.conv2d, padding=-1), [(4, 4), (2, 2)], cl.ConvlabValueError, "negative"),
+    ("kernel larger than input", cl.corr2d, [(2, 2), (3, 3)], cl.ConvlabValueError, "larger"),
+    ("corr2d 3-D X", cl.corr2d, [(1, 5, 5), (2, 2)], cl.ConvlabValueError, "needs a 2-D X"),
+    ("corr2d 3-D K", cl.corr2d, [(4, 4), (1, 2, 2)], cl.ConvlabValueError, "2-D"),
+    ("pool 1-D X", _with(cl.pool2d, pool_size=2), [(5,)], cl.ConvlabValueError, "X must be 2-D"),
+    ("pool 5-D X", _with(cl.pool2d, pool_size=2), [(1, 1, 1, 4, 4)], cl.ConvlabValueError, "X must be"),
+    ("pool mode", _with(cl.pool2d, pool_size=2, mode="median"), [(4, 4)], cl.ConvlabValueError, "mode"),
+    ("vjp dY 2-D", cl.conv2d_vjp, [(5, 5), (2, 2), (3, 3)], cl.ConvlabValueError, "dY must"),
+    ("vjp dY 4-D", cl.conv2d_vjp, [(1, 2, 6, 6), (3, 2, 3, 3), (1, 3, 3, 3)], cl.ConvlabValueError, "dY"),
+]
