@@ -1,10 +1,12 @@
 """JAX-specific behaviour of the jax backend: jit, vmap, grad, pytree layers, float64 and x64 mode.
 
-The cross-backend semantics are tested in tests/; here: every op under ``jax.jit`` equal to eager,
-``jax.vmap`` over kernels and images, ``jax.grad`` through every op (against convlab's closed-form
-gradients and the float64 oracle), float64 with x64 on and a clear error with it off, train_kernel,
-Conv2D / pooling layers as pytrees trained with jitted SGD steps, no device-to-host copies, and bad
-input (including traced configuration) raising convlab errors rather than JAX errors.
+What every backend does the same way (lazy import, registration, eager primitives against NumPy and the oracle,
+conv2d_vjp against autodiff, train_kernel, inputs never modified, bad input) is in tests/test_backend_contract.py;
+here: tracers selecting the backend, every op under ``jax.jit`` equal to eager and to NumPy, ``jax.vmap`` over
+kernels and images, ``jax.grad`` through pooling and the chapter functions (against convlab's closed-form
+gradients and the float64 reference), float64 with x64 on and a clear error with it off, JAX's integer arrays,
+Conv2D / pooling layers as pytrees trained with jitted SGD steps, no device-to-host copies, and bad input under
+jit (including traced configuration) raising convlab errors rather than JAX errors.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import traceback
 import numpy as np
 import pytest
 import reference
-from adapter_cases import CONV_CASES, CONV_IDS, pool_ids
+from adapter_cases import BAD_INPUT, CONV_CASES, CONV_IDS, POOL_CASES, POOL_IDS
 
 import convlab as cl
 from convlab import testing
@@ -64,56 +66,14 @@ def jitted(fn, **options):
     return jax.jit(functools.partial(fn, **options))
 
 
-def _pairs(value):
-    """An int, a pair or explicit pairs as ((top, bottom), (left, right)) or (h, w)."""
-    if isinstance(value, int):
-        return ((value, value), (value, value))
-    return tuple(v if isinstance(v, tuple) else (v, v) for v in value)
-
-
-# (window, stride, padding, mode, count_include_pad)
-POOL_CASES = [
-    ((2, 2), 2, 0, "max", True),
-    ((3, 3), 2, 1, "max", True),
-    ((3, 2), 1, ((0, 1), (1, 0)), "max", True),
-    ((2, 2), 1, 1, "avg", True),
-    ((3, 3), 2, 1, "avg", True),
-    ((3, 3), 2, 1, "avg", False),
-    ((2, 3), (1, 2), ((1, 0), (0, 2)), "avg", False),
-    ((2, 4), (2, 1), ((1, 1), (0, 3)), "avg", True),
-]
-POOL_IDS = pool_ids(POOL_CASES)
-
 DATA_FORMATS = ["channels_first", "channels_last"]
 
 
 # -- the package ------------------------------------------------------------------------------------
 
 
-def test_importing_the_adapter_does_not_import_jax():
-    code = (
-        "import sys, convlab, convlab_jax\n"
-        "assert not {'jax', 'jaxlib'} & set(sys.modules), 'jax imported'\n"
-        "convlab.get_backend('jax')\n"
-        "assert 'jax' in sys.modules\n"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True)
-
-
-def test_registered_through_the_entry_point():
-    from importlib import metadata
-
-    (entry,) = [e for e in metadata.entry_points(group="convlab.backends") if e.name == "jax"]
-    assert entry.value == "convlab_jax:JaxBackend"
-    assert cl.backends()["jax"] == jax.__version__
-    assert BACKEND.package == "convlab-jax" and set(BACKEND.framework_modules) == {"jax", "jaxlib"}
-
-
-def test_jax_arrays_and_tracers_select_the_jax_backend():
+def test_tracers_select_the_jax_backend():
     X = jnp.arange(9.0, dtype=jnp.float32).reshape(3, 3)
-    y = cl.corr2d(X, [[0, 1], [2, 3]])
-    assert isinstance(y, jax.Array) and y.tolist() == [[19.0, 25.0], [37.0, 43.0]]
-    assert isinstance(cl.pool2d(np.ones((4, 4), np.float32), 2, backend="jax"), jax.Array)
     seen = []
 
     def traced(X):
@@ -127,19 +87,17 @@ def test_jax_arrays_and_tracers_select_the_jax_backend():
     assert not BACKEND.is_tensor(np.ones(3))
 
 
-# -- primitives: eager against NumPy and the oracle, jit against eager ------------------------------
+# -- primitives under jit: against NumPy and against eager ------------------------------------------
 
 
 @pytest.mark.parametrize("x_shape, k_shape, stride, padding, dilation", CONV_CASES, ids=CONV_IDS)
 @pytest.mark.parametrize("data_format", DATA_FORMATS)
-def test_conv2d_bit_identical_to_numpy_and_jit_equals_eager(x_shape, k_shape, stride, padding, dilation, data_format):
+def test_conv2d_under_jit_bit_identical_to_numpy(x_shape, k_shape, stride, padding, dilation, data_format):
     X, K, bias = integers(x_shape), integers(k_shape), integers(k_shape[:1])
     if data_format == "channels_last":
         X, K = to_channels_last(X, K)
     options = dict(stride=stride, padding=padding, dilation=dilation, data_format=data_format)
     expected = cl.conv2d(X, K, bias, backend="numpy", **options)
-    eager = cl.conv2d(jnp.asarray(X), jnp.asarray(K), jnp.asarray(bias), **options)
-    assert_same(eager, expected)
     assert_same(jitted(cl.conv2d, **options)(jnp.asarray(X), jnp.asarray(K), jnp.asarray(bias)), expected)
 
 
@@ -153,42 +111,13 @@ def test_conv2d_on_general_floats_within_the_design_bound(x_shape, k_shape, stri
 
 @pytest.mark.parametrize("window, stride, padding, mode, count_include_pad", POOL_CASES, ids=POOL_IDS)
 @pytest.mark.parametrize("data_format", DATA_FORMATS)
-def test_pool2d_matches_numpy_and_jit_equals_eager(window, stride, padding, mode, count_include_pad, data_format):
+def test_pool2d_under_jit_equals_eager(window, stride, padding, mode, count_include_pad, data_format):
     X = integers((2, 3, 7, 8), -9, 10)
     if data_format == "channels_last":
         X = np.ascontiguousarray(X.transpose(0, 2, 3, 1))
     options = dict(stride=stride, padding=padding, count_include_pad=count_include_pad, data_format=data_format)
-    expected = cl.pool2d(X, window, mode, backend="numpy", **options)
-    eager = cl.pool2d(jnp.asarray(X), window, mode, **options)
-    if mode == "max" or (window[0] * window[1] in (1, 2, 4, 8, 16) and count_include_pad):
-        assert_same(eager, expected)  # DESIGN.md section 4: exact for max and power-of-two average windows
-    else:  # XLA turns x / constant into x * (1 / constant): within one ULP of NumPy's division
-        np.testing.assert_allclose(np.asarray(eager), expected, rtol=2.0**-23, atol=0)
+    eager = cl.pool2d(jnp.asarray(X), window, mode, **options)  # against NumPy: tests/test_backend_contract.py
     assert_same(jitted(cl.pool2d, pool_size=window, mode=mode, **options)(jnp.asarray(X)), np.asarray(eager))
-
-
-@pytest.mark.parametrize("window, stride, padding, mode, count_include_pad", POOL_CASES, ids=POOL_IDS)
-def test_pool2d_matches_the_oracle(window, stride, padding, mode, count_include_pad):
-    X = normal((1, 2, 7, 8))
-    y = cl.pool2d(jnp.asarray(X), window, mode, stride, padding, count_include_pad)
-    strides = stride if isinstance(stride, tuple) else (stride, stride)
-    expected = reference.pool2d(X, window, strides, _pairs(padding), mode, count_include_pad)
-    if mode == "max":
-        assert_same(y, expected.astype(np.float32))  # a maximum is exact
-    else:  # DESIGN.md section 4: c * n * u * (the average of magnitudes), n the pixels summed
-        magnitude = reference.pool2d(np.abs(X), window, strides, _pairs(padding), mode, count_include_pad)
-        assert np.all(np.abs(np.asarray(y) - expected) <= 2 * window[0] * window[1] * 2.0**-24 * magnitude)
-
-
-def test_max_pooling_pads_with_minus_infinity_and_average_counts_real_pixels():
-    X = -ones((1, 1, 3, 3))
-    for padding in (1, ((0, 2), (1, 0))):
-        assert np.all(np.asarray(cl.pool2d(X, 3, "max", padding=padding)) == -1.0)
-    flat = ones((4, 4))
-    assert np.asarray(cl.pool2d(flat, 3, "avg", padding=1, count_include_pad=False)).tolist() == [[1.0] * 4] * 4
-    counted = np.asarray(cl.pool2d(flat, 3, "avg", padding=1, count_include_pad=True))
-    assert counted.dtype == np.float32 and counted[1, 1] == 1.0
-    np.testing.assert_allclose(counted[[0, 0, 1], [0, 1, 0]], [4 / 9, 6 / 9, 6 / 9], rtol=2.0**-23)
 
 
 CHAPTER_CALLS = {
@@ -249,43 +178,6 @@ def test_vmap_over_images_and_over_both():
 
 
 # -- grad -----------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("x_shape, k_shape, stride, padding, dilation", CONV_CASES, ids=CONV_IDS)
-@pytest.mark.parametrize("data_format", DATA_FORMATS)
-def test_conv2d_vjp_equals_jax_grad(x_shape, k_shape, stride, padding, dilation, data_format):
-    X, K, bias = integers(x_shape), integers(k_shape), integers(k_shape[:1])
-    if data_format == "channels_last":
-        X, K = to_channels_last(X, K)
-    options = dict(stride=stride, padding=padding, dilation=dilation, data_format=data_format)
-    dY = integers(cl.output_shape(X, K, **options))
-    X, K, bias, dY = map(jnp.asarray, (X, K, bias, dY))
-
-    def loss(X, K, bias):
-        return jnp.sum(cl.conv2d(X, K, bias, **options) * dY)
-
-    grads = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(X, K, bias)
-    analytic = cl.conv2d_vjp(X, K, dY, **options)
-    for autodiff, closed_form in zip(grads, analytic):  # integer-valued: both exact
-        assert_same(autodiff, np.asarray(closed_form))
-
-
-@pytest.mark.parametrize("x_shape, k_shape, stride, padding, dilation", CONV_CASES, ids=CONV_IDS)
-def test_conv2d_vjp_and_jax_grad_agree_on_general_floats(x_shape, k_shape, stride, padding, dilation):
-    X, K = normal(x_shape, np.float64), normal(k_shape, np.float64)
-    options = dict(stride=stride, padding=padding, dilation=dilation)
-    dY = normal(cl.output_shape(X, K, **options), np.float64)
-    with jax.enable_x64(True):
-        loss = lambda X, K: jnp.sum(cl.conv2d(X, K, **options) * jnp.asarray(dY))  # noqa: E731
-        dX, dK = jax.grad(loss, argnums=(0, 1))(jnp.asarray(X), jnp.asarray(K))
-        closed = cl.conv2d_vjp(jnp.asarray(X), jnp.asarray(K), jnp.asarray(dY), **options)
-    # DESIGN.md section 4 on each gradient, itself a correlation: c * n * u * (the same sums of magnitudes)
-    magnitude = cl.conv2d_vjp(np.abs(X), np.abs(K), np.abs(dY), backend="numpy", **options)
-    products = (K.shape[0] * K.shape[2] * K.shape[3], dY.shape[0] * dY.shape[2] * dY.shape[3])
-    for autodiff, analytic, size, bound in zip((dX, dK), closed, products, magnitude):
-        assert autodiff.dtype == analytic.dtype == np.float64
-        difference = np.abs(np.asarray(autodiff) - np.asarray(analytic))
-        assert np.all(difference <= 2 * 2 * size * 2.0**-53 * bound)  # each within the bound of the truth
 
 
 @pytest.mark.parametrize("window, stride, padding, mode, count_include_pad", POOL_CASES, ids=POOL_IDS)
@@ -389,26 +281,10 @@ def test_integer_and_bool_arrays_compute_in_float32():
     assert y.dtype == jnp.float32
     assert_same(y, cl.corr2d(np.asarray(X), np.ones((2, 2), np.int32), backend="numpy"))
     assert cl.pool2d(ones((4, 4), bool), 2).dtype == jnp.float32
+    assert BACKEND.asarray(ones(3, jnp.int32), "float32").dtype == jnp.float32
 
 
 # -- training -------------------------------------------------------------------------------------
-
-
-def test_train_kernel_autodiff_and_analytic_agree_and_match_numpy():
-    X = cl.images.stripes()
-    Y = cl.corr2d(X, cl.kernels.edge(), backend="numpy")
-    expected = cl.train_kernel(X, Y, epochs=10, seed=0, backend="numpy")
-    runs = {
-        g: cl.train_kernel(jnp.asarray(X), jnp.asarray(Y), epochs=10, seed=0, gradient=g)
-        for g in ("autodiff", "analytic")
-    }
-    tolerance = 8 * 2.0**-24 * np.arange(1, 11) * np.abs(expected.losses)  # a few float32 ULP per epoch
-    for gradient, run in runs.items():
-        assert run.gradient == gradient and run.backend == "jax"
-        assert isinstance(run.kernel, jax.Array) and run.kernel.dtype == jnp.float32
-        assert np.all(np.abs(np.asarray(run.losses) - expected.losses) <= tolerance), (gradient, run.losses)
-        np.testing.assert_allclose(np.asarray(run.kernel), expected.kernel, rtol=1e-5, atol=1e-6)
-    assert runs["autodiff"].losses[-1] < runs["autodiff"].losses[0]
 
 
 def test_value_and_grad_compiles_the_step_once():
@@ -559,30 +435,12 @@ def test_results_stay_on_the_device_of_the_input():
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
 
 
-def test_hot_path_returns_inputs_untouched():
-    X = ones((1, 1, 4, 4))
-    assert BACKEND.asarray(X, "float32") is X
-    assert BACKEND.pad(X, ((0, 0), (0, 0), (0, 0), (0, 0))) is X
-    assert BACKEND.asarray(ones(3, jnp.int32), "float32").dtype == jnp.float32
-    padded = BACKEND.pad(X, ((0, 0), (0, 0), (1, 0), (0, 2)), -np.inf)
-    assert padded.shape == (1, 1, 5, 6) and float(padded[0, 0, 0, 0]) == -np.inf
-
-
 def test_numpy_inputs_are_copied_to_the_device_not_aliased():
     X = integers((4, 4))
     converted, result = BACKEND.asarray(X, "float32"), cl.pool2d(X, 1, backend="jax")
     X[0, 0] = 100.0  # on CPU, jax.device_put would share X's memory and show this write
     assert float(converted[0, 0]) != 100.0 and float(result[0, 0]) != 100.0
     assert BACKEND.dtype_name(converted) == "float32" and BACKEND.dtype_name(ones(2, jnp.int32)) == "int32"
-
-
-def test_inputs_are_never_modified():
-    X, K = integers((1, 2, 5, 5)), integers((2, 2, 2, 2))
-    tensors = [jnp.asarray(X), jnp.asarray(K)]
-    cl.conv2d(*tensors, padding=1)
-    cl.conv2d_vjp(*tensors, ones((1, 2, 4, 4)))
-    np.testing.assert_array_equal(np.asarray(tensors[0]), X)
-    np.testing.assert_array_equal(np.asarray(tensors[1]), K)
 
 
 # -- bad input: convlab errors, raised before any JAX code ----------------------------------------
@@ -596,34 +454,39 @@ def _raised_in_convlab(error_info):
 
 X4, K4 = ones((1, 2, 6, 6)), ones((3, 2, 3, 3))
 
-# (what, call, its array arguments, error class, a fragment of the message); under jit the arrays are tracers
-BAD_INPUT = [
+# (what, call, its array arguments, error class, a fragment of the message): what only JAX arrays can be; with
+# the shared cases (tests/adapter_cases.py, run eagerly on every backend) again under jit, the arrays tracers
+JAX_BAD_INPUT = [
+    ("bfloat16", cl.conv2d, (X4.astype(jnp.bfloat16), K4), cl.ConvlabTypeError, "bfloat16"),
+    ("float16 kernel", cl.conv2d, (X4, K4.astype(jnp.float16)), cl.ConvlabTypeError, "float16"),
+    ("complex", lambda X: cl.pool2d(X, 2), (ones((4, 4), jnp.complex64),), cl.ConvlabTypeError, "complex64"),
+]
+UNDER_JIT = [
     (
         "numpy backend for jax arrays",
         lambda X, K: cl.conv2d(X, K, backend="numpy"),
         (X4, K4),
         cl.ConvlabTypeError,
         "jax",
-    ),
-    ("1-D X", cl.conv2d, (ones(6), K4), cl.ConvlabValueError, "X must be"),
-    ("5-D X", lambda X: cl.pool2d(X, 2), (ones((1, 1, 1, 4, 4)),), cl.ConvlabValueError, "X must be"),
-    ("3-D kernel for corr2d", cl.corr2d, (ones((4, 4)), ones((1, 2, 2))), cl.ConvlabValueError, "2-D"),
-    ("channel mismatch", cl.conv2d, (X4, ones((3, 4, 3, 3))), cl.ConvlabValueError, "channels"),
-    ("kernel larger than input", cl.corr2d, (ones((2, 2)), ones((3, 3))), cl.ConvlabValueError, "larger"),
-    ("bfloat16", cl.conv2d, (X4.astype(jnp.bfloat16), K4), cl.ConvlabTypeError, "bfloat16"),
-    ("float16 kernel", cl.conv2d, (X4, K4.astype(jnp.float16)), cl.ConvlabTypeError, "float16"),
-    ("complex", lambda X: cl.pool2d(X, 2), (ones((4, 4), jnp.complex64),), cl.ConvlabTypeError, "complex64"),
-    ("bias shape", cl.conv2d, (X4, K4, ones(2)), cl.ConvlabValueError, "bias"),
-    ("dY shape", cl.conv2d_vjp, (X4, K4, ones((1, 3, 3, 3))), cl.ConvlabValueError, "dY"),
+    )
+] + [
+    (what, call, tuple(ones(shape) for shape in shapes), kind, fragment)
+    for what, call, shapes, kind, fragment in BAD_INPUT
 ]
 
 
-@pytest.mark.parametrize("what, call, arrays, kind, fragment", BAD_INPUT, ids=[b[0] for b in BAD_INPUT])
-def test_bad_input_raises_convlab_errors_not_jax_errors(what, call, arrays, kind, fragment):
+@pytest.mark.parametrize("what, call, arrays, kind, fragment", JAX_BAD_INPUT, ids=[b[0] for b in JAX_BAD_INPUT])
+def test_jax_dtypes_are_refused_with_convlab_errors(what, call, arrays, kind, fragment):
     with pytest.raises(kind, match=fragment) as error_info:
         call(*arrays)
     assert _raised_in_convlab(error_info)
-    with pytest.raises(kind, match=fragment) as error_info:  # the same under jit, where the arrays are tracers
+
+
+@pytest.mark.parametrize(
+    "what, call, arrays, kind, fragment", JAX_BAD_INPUT + UNDER_JIT, ids=[b[0] for b in JAX_BAD_INPUT + UNDER_JIT]
+)
+def test_bad_input_under_jit_raises_convlab_errors_not_jax_errors(what, call, arrays, kind, fragment):
+    with pytest.raises(kind, match=fragment) as error_info:  # under jit the arrays are tracers
         jax.jit(call)(*arrays)
     assert _raised_in_convlab(error_info)
 
