@@ -83,6 +83,7 @@ def _numpy_baseline(size: int, repeats: int) -> dict:
     import convlab as cl
 
     image = np.random.default_rng(SEED).integers(0, 16, size=(size, size), dtype=np.uint8).astype(np.float32)
+
     def conv_pool_sum():
         y = cl.conv2d(image, KERNEL, padding="same", backend="numpy")
         return cl.pool2d(y, 2, stride=2, backend="numpy").sum(dtype=np.float64)
@@ -254,8 +255,8 @@ def main(argv=None) -> int:
 
     with _cluster(args) as client:
         limit = next(iter(client.scheduler_info()["workers"].values()))["memory_limit"]
-    print(f"cluster: {args.workers} workers x 1 thread, memory limit {limit / 2**30:.2f} GiB each; "
-          f"image {args.size}^2 float32 = {image_bytes / 2**30:.2f} GiB in {args.chunk}^2 blocks", flush=True)  # fmt: skip
+    facts = f"image {args.size}^2 float32 = {image_bytes / 2**30:.2f} GiB in {args.chunk}^2 blocks"
+    print(f"cluster: {args.workers} workers x 1 thread, memory limit {limit / 2**30:.2f} GiB each; {facts}", flush=True)
     if image_bytes <= limit:
         print("WARNING: the image fits in one worker's memory limit: a smoke run, not the benchmark", flush=True)
     pixels = args.size * args.size
@@ -287,19 +288,23 @@ def main(argv=None) -> int:
     summary = {
         "equal_reductions": ours["value"] == theirs_run["value"],
         "equal_correlation_sums": (
-            None if args.skip_correlation_only
+            None
+            if args.skip_correlation_only
             else runs["convlab_correlation"]["value"] == runs["dask_image_correlation"]["value"]
         ),  # fmt: skip
         "samples_bit_identical": samples["bit_identical"],
         "speedup_vs_dask_image_pipeline": theirs_run["seconds"] / ours["seconds"],
         "cpu_ratio_dask_image_to_convlab_pipeline": theirs_run["worker_cpu_seconds"] / ours["worker_cpu_seconds"],
         "speedup_vs_dask_image_correlation": (
-            None if args.skip_correlation_only
+            None
+            if args.skip_correlation_only
             else runs["dask_image_correlation"]["seconds"] / runs["convlab_correlation"]["seconds"]
         ),  # fmt: skip
         "cpu_ratio_dask_image_to_convlab_correlation": (
-            None if args.skip_correlation_only
-            else runs["dask_image_correlation"]["worker_cpu_seconds"] / runs["convlab_correlation"]["worker_cpu_seconds"]
+            None
+            if args.skip_correlation_only
+            else runs["dask_image_correlation"]["worker_cpu_seconds"]
+            / runs["convlab_correlation"]["worker_cpu_seconds"]
         ),  # fmt: skip
         "per_core_vs_numpy_wall": ours["pixels_per_second_per_core"] / numpy_run["pixels_per_second"],
         "per_cpu_second_vs_numpy": ours["pixels_per_worker_cpu_second"] / numpy_run["pixels_per_cpu_second"],
@@ -312,12 +317,21 @@ def main(argv=None) -> int:
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "cpu": _cpu_model(),
         "python": platform.python_version(),
-        "versions": {"dask": dask.__version__, "distributed": distributed.__version__,
-                     "dask_image": metadata.version("dask-image"), "numpy": np.__version__, "convlab": cl.__version__},  # fmt: skip
+        "versions": {
+            "dask": dask.__version__,
+            "distributed": distributed.__version__,
+            "dask_image": metadata.version("dask-image"),
+            "numpy": np.__version__,
+            "convlab": cl.__version__,
+        },  # fmt: skip
         "image": {"size": args.size, "chunk": args.chunk, "bytes": image_bytes, "dtype": "float32"},
-        "cluster": {"workers": args.workers, "threads_per_worker": 1, "memory_limit_bytes": limit,
-                    "image_larger_than_worker_memory_limit": image_bytes > limit,
-                    "image_larger_than_all_workers_memory": image_bytes > limit * args.workers},  # fmt: skip
+        "cluster": {
+            "workers": args.workers,
+            "threads_per_worker": 1,
+            "memory_limit_bytes": limit,
+            "image_larger_than_worker_memory_limit": image_bytes > limit,
+            "image_larger_than_all_workers_memory": image_bytes > limit * args.workers,
+        },  # fmt: skip
         "numpy_backend_in_memory_one_core": numpy_result,
         "load_average": [round(load_start, 1), round(os.getloadavg()[0], 1)],
         "runs": runs,
@@ -344,8 +358,9 @@ def _markdown(r: dict) -> str:
         "",
         f"Run: `{r['command']}`: a lazily generated {image['size']}x{image['size']} float32 image "
         f"({image['bytes'] / gib:.1f} GiB, integer values 0-15, {image['chunk']}^2 blocks) on a LocalCluster of "
-        f"{cluster['workers']} worker processes x 1 thread, each limited to {cluster['memory_limit_bytes'] / gib:.1f} GiB; "
-        "3x3 correlation with zero padding (\"same\"), 2x2 max pooling with stride 2, sum in float64. "
+        f"{cluster['workers']} worker processes x 1 thread, each limited to "
+        f"{cluster['memory_limit_bytes'] / gib:.1f} GiB; "
+        '3x3 correlation with zero padding ("same"), 2x2 max pooling with stride 2, sum in float64. '
         "Each pipeline runs on a new cluster (fresh workers: the peak RSS is that pipeline's). "
         f"Load average of the machine (shared with other jobs) at start / end: {r['load_average']}.",
         "",
@@ -377,8 +392,12 @@ def _markdown(r: dict) -> str:
         f"{numpy['generate_sum']['pixels_per_cpu_second'] / 1e6:.0f}.",
         "",
         "Workers' CPU-seconds per pipeline (user + system, from getrusage in each worker): "
-        + "; ".join(f"{labels[k]} {runs[k]['worker_cpu_seconds']:.1f} s "
-                    f"({runs[k]['pixels_per_worker_cpu_second'] / 1e6:.0f} Mpx per CPU-s)" for k in labels if k in runs)
+        + "; ".join(
+            f"{labels[k]} {runs[k]['worker_cpu_seconds']:.1f} s "
+            f"({runs[k]['pixels_per_worker_cpu_second'] / 1e6:.0f} Mpx per CPU-s)"
+            for k in labels
+            if k in runs
+        )
         + ".",  # fmt: skip
         "",
         f"- per core vs the NumPy backend in memory: {s['per_cpu_second_vs_numpy']:.2f} per CPU-second "

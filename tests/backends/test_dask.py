@@ -51,9 +51,12 @@ def cluster(request):
     if "dask" not in selected_backends(request.config):
         pytest.skip("dask is not among the selected backends")
     distributed = pytest.importorskip("distributed")
-    with distributed.LocalCluster(
-        n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None, memory_limit="1GiB"
-    ) as local, distributed.Client(local, set_as_default=False) as client:
+    with (
+        distributed.LocalCluster(
+            n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None, memory_limit="1GiB"
+        ) as local,
+        distributed.Client(local, set_as_default=False) as client,
+    ):
         yield client
 
 
@@ -385,8 +388,13 @@ def test_pooling_keeps_batch_and_channel_chunks():
 
 @pytest.mark.parametrize(
     "x_dtype, k_dtype, out_dtype",
-    [("float32", "float32", "float32"), ("float64", "float32", "float64"), ("float32", "float64", "float64"),
-     ("int64", "float32", "float32"), ("bool", "int32", "float32")],  # fmt: skip
+    [
+        ("float32", "float32", "float32"),
+        ("float64", "float32", "float64"),
+        ("float32", "float64", "float64"),
+        ("int64", "float32", "float32"),
+        ("bool", "int32", "float32"),
+    ],  # fmt: skip
 )
 def test_dtypes_follow_the_core_rules(x_dtype, k_dtype, out_dtype):
     x = da.ones((1, 1, 6, 6), chunks=3, dtype=x_dtype)

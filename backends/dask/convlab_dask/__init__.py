@@ -135,10 +135,10 @@ class DaskBackend(Backend):
             "(convlab's closed-form gradients, cl.conv2d_vjp, run blockwise on dask arrays)"
         )
 
-    def conv2d_layer(self, config: dict, weight: np.ndarray, bias: Optional[np.ndarray]) -> "DaskConv2D":
+    def conv2d_layer(self, config: dict, weight: np.ndarray, bias: Optional[np.ndarray]) -> DaskConv2D:
         return DaskConv2D(config, weight, bias, self.name)
 
-    def pool2d_layer(self, config: dict) -> "DaskPool2D":
+    def pool2d_layer(self, config: dict) -> DaskPool2D:
         return DaskPool2D(config, self.name)
 
 
