@@ -5,6 +5,8 @@ stride, one channel in and several out. Pooling (window, stride, padding, mode, 
 each adapter listed for its own pool2d, together. Bad input: what every backend refuses before its framework runs.
 """
 
+import numpy as np
+
 import convlab as cl
 
 CONV_CASES = [
@@ -57,6 +59,47 @@ POOL_CASES = [
     for mode, count_include_pad in [("max", True), ("avg", True), ("avg", False)]
 ]
 POOL_IDS = pool_ids(POOL_CASES)
+
+
+#: (name, function of (X, K), X shape, K shape) for every public op that computes: the adapters run them
+#: through their native gradient checkers (torch.autograd.gradcheck, tf.test.compute_gradient) and graphs
+EVERY_OP = [
+    ("conv2d", lambda X, K: cl.conv2d(X, K, stride=2, padding="same"), (1, 2, 7, 6), (3, 2, 2, 3)),
+    ("conv2d dilated", lambda X, K: cl.conv2d(X, K, padding=((0, 2), (1, 0)), dilation=2), (1, 2, 6, 6), (2, 2, 2, 2)),
+    (
+        "conv2d dilated strided",
+        lambda X, K: cl.conv2d(X, K, stride=(2, 1), padding=((0, 2), (1, 0)), dilation=2),
+        (1, 2, 7, 6),
+        (2, 2, 2, 2),
+    ),
+    (
+        "conv2d channels_last",
+        lambda X, K: cl.conv2d(X, K, stride=(1, 2), padding=1, data_format="channels_last"),
+        (2, 5, 6, 2),
+        (3, 3, 2, 3),
+    ),
+    ("corr2d", cl.corr2d, (5, 6), (2, 3)),
+    ("corr2d_multi_in", cl.corr2d_multi_in, (2, 5, 5), (2, 2, 2)),
+    ("corr2d_multi_in_out", cl.corr2d_multi_in_out, (2, 5, 5), (3, 2, 2, 2)),
+    ("corr2d_multi_in_out_1x1", cl.corr2d_multi_in_out_1x1, (2, 4, 5), (3, 2, 1, 1)),
+    ("corr2d_matmul", lambda X, K: cl.corr2d_matmul(X, K, stride=2, padding=1), (5, 6), (2, 2)),
+    ("conv_matrix", lambda X, K: cl.conv_matrix(K, (4, 5), padding=1) * X[0, 0], (5, 6), (2, 2)),
+    ("max pool", lambda X, K: cl.pool2d(X * K[0], 3, "max", 2, ((0, 1), (1, 0))), (2, 6, 7), (1,)),
+    ("avg pool", lambda X, K: cl.pool2d(X * K[0], 3, "avg", 1, 2, False), (2, 5, 5), (1,)),
+    # a power-of-two window: XLA's SAME average rounds 1 / count first, which is exact only for those
+    ("avg pool same", lambda X, K: cl.pool2d(X * K[0], 2, "avg", 2, "same", False), (2, 5, 5), (1,)),
+    ("avg pool asymmetric", lambda X, K: cl.pool2d(X * K[0], 2, "avg", 1, ((1, 0), (0, 1)), False), (5, 5), (1,)),
+    ("avg pool padded zeros", lambda X, K: cl.pool2d(X * K[0], 2, "avg", 2, 1), (1, 2, 5, 5), (1,)),
+    (
+        "conv2d_vjp",
+        lambda X, K: cl.conv2d_vjp(
+            X, K, np.ones((1, 3, 2, 2), np.float32), stride=2, padding=((0, 1), (1, 0)), dilation=2
+        ),
+        (1, 2, 5, 5),
+        (3, 2, 2, 2),
+    ),
+]
+EVERY_OP_IDS = [op[0] for op in EVERY_OP]
 
 
 def _with(fn, **options):

@@ -19,6 +19,7 @@ import textwrap
 
 import numpy as np
 import pytest
+from adapter_cases import EVERY_OP, EVERY_OP_IDS
 
 import convlab as cl
 from convlab import testing
@@ -216,52 +217,8 @@ def test_ops_run_on_the_device_tensorflow_places_them_on():
 # -- graphs and XLA ----------------------------------------------------------------------------------
 
 
-def _every_op():
-    """(name, function of (X, K), X shape, K shape) for every public op that computes."""
-    return [
-        ("conv2d", lambda X, K: cl.conv2d(X, K, stride=2, padding="same"), (1, 2, 7, 6), (3, 2, 2, 3)),
-        (
-            "conv2d dilated strided",
-            lambda X, K: cl.conv2d(X, K, stride=(2, 1), padding=((0, 2), (1, 0)), dilation=2),
-            (1, 2, 7, 6),
-            (2, 2, 2, 2),
-        ),
-        (
-            "conv2d channels_last",
-            lambda X, K: cl.conv2d(X, K, stride=(1, 2), padding=1, data_format="channels_last"),
-            (2, 5, 6, 2),
-            (3, 3, 2, 3),
-        ),
-        ("corr2d", cl.corr2d, (5, 6), (2, 3)),
-        ("corr2d_multi_in", cl.corr2d_multi_in, (2, 5, 5), (2, 2, 2)),
-        ("corr2d_multi_in_out", cl.corr2d_multi_in_out, (2, 5, 5), (3, 2, 2, 2)),
-        ("corr2d_multi_in_out_1x1", cl.corr2d_multi_in_out_1x1, (2, 4, 5), (3, 2, 1, 1)),
-        ("corr2d_matmul", lambda X, K: cl.corr2d_matmul(X, K, stride=2, padding=1), (5, 6), (2, 2)),
-        ("conv_matrix", lambda X, K: cl.conv_matrix(K, (4, 5), padding=1) * X[0, 0], (5, 6), (2, 2)),
-        ("max pool", lambda X, K: cl.pool2d(X * K[0], 3, "max", 2, ((0, 1), (1, 0))), (2, 6, 7), (1,)),
-        # a power-of-two window: XLA's SAME average rounds 1 / count first, which is exact only for those
-        ("avg pool same", lambda X, K: cl.pool2d(X * K[0], 2, "avg", 2, "same", False), (2, 5, 5), (1,)),
-        (
-            "avg pool asymmetric",
-            lambda X, K: cl.pool2d(X * K[0], 2, "avg", 1, ((1, 0), (0, 1)), False),
-            (5, 5),
-            (1,),
-        ),
-        ("avg pool padded zeros", lambda X, K: cl.pool2d(X * K[0], 2, "avg", 2, 1), (1, 2, 5, 5), (1,)),
-        (
-            "conv2d_vjp",
-            lambda X, K: cl.conv2d_vjp(X, K, tf.ones((1, 3, 2, 2)), stride=2, padding=((0, 1), (1, 0)), dilation=2),
-            (1, 2, 5, 5),
-            (3, 2, 2, 2),
-        ),
-    ]
-
-
-EVERY_OP_IDS = [op[0] for op in _every_op()]
-
-
 @pytest.mark.parametrize("jit_compile", [False, True], ids=["graph", "xla"])
-@pytest.mark.parametrize("name, op, x_shape, k_shape", _every_op(), ids=EVERY_OP_IDS)
+@pytest.mark.parametrize("name, op, x_shape, k_shape", EVERY_OP, ids=EVERY_OP_IDS)
 def test_every_op_inside_tf_function_equals_eager(name, op, x_shape, k_shape, jit_compile):
     X, K = integers(x_shape), integers(k_shape)
     eager = tf.nest.flatten(op(X, K))
@@ -323,7 +280,7 @@ def test_first_call_of_a_fresh_process_inside_tf_function():
 # -- gradients ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name, op, x_shape, k_shape", _every_op(), ids=EVERY_OP_IDS)
+@pytest.mark.parametrize("name, op, x_shape, k_shape", EVERY_OP, ids=EVERY_OP_IDS)
 def test_gradients_match_finite_differences(name, op, x_shape, k_shape):
     X, K = normal(x_shape), normal(k_shape)
 
