@@ -198,7 +198,7 @@ Test = Tuple[str, Any]  # ("range", (lo, hi)) | ("equal", value) | ("in", tuple)
 def _conditions(op: str, when: Any, where: str) -> List[Tuple[str, Test]]:
     if not isinstance(when, dict):
         raise ConvlabValueError(f"{where} must be an object of feature conditions")
-    out = []
+    out: List[Tuple[str, Test]] = []
     for name, condition in when.items():
         if name not in FEATURES[op]:
             raise ConvlabValueError(f"{where}: unknown feature {name!r} (known: {sorted(FEATURES[op])})")
