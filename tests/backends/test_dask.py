@@ -361,6 +361,28 @@ def test_building_computes_nothing():
         pooled.compute(scheduler="sync")
 
 
+def test_autotuning_times_the_blocks_never_the_graph(tmp_path, monkeypatch):
+    """With autotuning on, building a dask result still computes nothing; each block's NumPy call is tuned."""
+    import json
+
+    from convlab import autotune
+
+    monkeypatch.setenv("CONVLAB_AUTOTUNE_CACHE", str(tmp_path / "autotune.json"))
+    autotune.clear_autotune()
+    cl.set_autotune(True)
+    try:
+        X = da.ones((1, 2, 32, 32), chunks=(1, 2, 16, 16)).map_blocks(_explode, dtype=np.float32)
+        cl.pool2d(cl.conv2d(X, np.ones((3, 2, 3, 3), np.float32), padding=1), 2, stride=2)  # no RuntimeError
+        x = integers((1, 2, 32, 32))
+        y = cl.conv2d(da.from_array(x, chunks=(1, 2, 16, 16)), integers((3, 2, 3, 3)), padding=1)
+        y.compute(scheduler="sync")
+        winners = json.loads((tmp_path / "autotune.json").read_text())["winners"]
+        assert winners and all("|numpy|" in key for key in winners)
+    finally:
+        cl.set_autotune(None)
+        autotune.clear_autotune()
+
+
 @pytest.mark.parametrize(
     "in_chunks, kwargs, out_chunks",
     [
@@ -401,6 +423,17 @@ def test_dtypes_follow_the_core_rules(x_dtype, k_dtype, out_dtype):
     y = cl.conv2d(x, np.ones((1, 1, 2, 2), dtype=k_dtype))
     assert y.dtype == out_dtype and y.compute().dtype == out_dtype
     assert y._meta.dtype == out_dtype and cl.pool2d(x, 2).dtype == ("float64" if x_dtype == "float64" else "float32")
+
+
+def test_reshapes_dask_refuses_rechunk_first():
+    """dask reshapes only along chunk-aligned dimensions; the core's generic formulations need any reshape."""
+    values = np.arange(24.0).reshape(1, 4, 6)
+    x = da.from_array(values, chunks=(1, 3, 4))
+    with pytest.raises(NotImplementedError):
+        x.reshape((1, 3, 8))
+    y = cl.get_backend("dask").reshape(x, (1, 3, 8))
+    assert y.chunks == ((1,), (3,), (8,))  # the leading axis that stays keeps its chunks
+    np.testing.assert_array_equal(y.compute(), values.reshape(1, 3, 8))
 
 
 # -- training, layers ---------------------------------------------------------------------------------

@@ -73,9 +73,24 @@ class DaskBackend(Backend):
     def to_numpy(self, x: Any) -> np.ndarray:
         return np.asarray(x.compute() if isinstance(x, self._da.Array) else x)
 
+    def is_concrete(self, x: Any) -> bool:
+        # why: timing candidates here would compute the whole (possibly larger than memory) graph several times;
+        # with autotuning on, each block's own call ("auto" on its NumPy chunk) is tuned instead, on its backend
+        return not isinstance(x, self._da.Array)
+
     # -- array plumbing -----------------------------------------------------------------------------
     def reshape(self, x: Any, shape: Sequence[int]) -> Any:
-        return x.reshape(tuple(shape))
+        shape = tuple(shape)
+        try:
+            return x.reshape(shape)
+        except NotImplementedError:
+            # why: dask reshapes only when the chunks line up with the dimensions merged or split; the core's generic
+            # formulations (winograd's tiles, the stride spreading of the gradients) may need more: the axes after the
+            # ones that stay as they are become one chunk each, which any reshape accepts
+            keep = 0
+            while keep < min(len(shape), x.ndim) and shape[keep] == x.shape[keep]:
+                keep += 1
+            return x.rechunk({axis: -1 for axis in range(keep, x.ndim)}).reshape(shape)
 
     def transpose(self, x: Any, axes: Sequence[int]) -> Any:
         return x.transpose(tuple(axes))
