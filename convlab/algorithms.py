@@ -28,6 +28,7 @@ An adapter overrides :meth:`Backend.conv2d_shift` / :meth:`Backend.conv2d_gemm` 
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, NamedTuple, Optional, Tuple
 
 from convlab.errors import ConvlabValueError
@@ -224,3 +225,70 @@ def divide(be: Any, sums: Any, geometry: PoolGeometry, channels_last: Optional[b
     row_shape = (1, len(rows), 1, 1) if layout else (1, 1, len(rows), 1)
     col_shape = (1, 1, len(cols), 1) if layout else (1, 1, 1, len(cols))
     return sums / (be.constant(rows, sums, row_shape) * be.constant(cols, sums, col_shape))
+
+
+# -- non-finite values in max pooling (DESIGN.md section 3) ----------------------------------------
+#
+# Max pooling propagates NaN like np.max, and a window of -inf only gives -inf. Its gradient goes to the pixel
+# np.argmax picks among the window's real pixels (never padding): the first NaN when the window holds NaN, else
+# its first maximum (the first pixel of a window of -inf only). TensorFlow's and MXNet's max pooling skip NaN and
+# start from the lowest finite number; JAX's, TensorFlow's and MXNet's gradients send the gradient of a window
+# holding NaN elsewhere, and pooling that pads by hand with -inf may send a window of -inf only to the padding.
+# The adapters repair both with these helpers. ``xp`` is a NumPy-like namespace of the framework's own
+# ``isnan`` and ``where`` (taking a Python number for either branch): mxnet.np, jax.numpy, torch, or a shim.
+
+#: the code of a pixel (:func:`nonfinite_code`); padding must pool below CODE_MINUS_INF (-inf, a lowest number, 0).
+#: Integers: they compare with float and integer tensors alike (TensorFlow pools the code as uint8)
+CODE_NAN, CODE_NUMBER, CODE_MINUS_INF = 3, 2, 1
+
+
+def free_of_nan_and_negative_inf(total: Any) -> Any:
+    """Given ``total``, the sum of all of an input's elements: is the input free of NaN and -inf? (A boolean.)
+
+    ``total > -inf`` is exactly that, in any order of summation: a NaN makes every partial sum that holds it
+    NaN, a -inf makes it -inf or NaN (met by +inf); an overflow of numbers, or +inf, gives +inf, correctly true.
+    One pass over the input, no temporary of its size. Where it holds, a native max pool and its gradient are
+    already right: the adapters skip the repair.
+    """
+    return total > -math.inf
+
+
+def free_of_nan_and_inf(total: Any) -> Any:
+    """Given ``total``, the sum of all of an input's elements: is the input free of NaN and of both infinities?
+
+    ``total * 0 == 0`` is true for a finite sum only; an overflow of finite numbers says False, which costs
+    a slower exact path, never a wrong answer. (TensorFlow spells a dilated kernel out with zeros, whose
+    products with NaN or inf pixels are NaN: its adapter takes another path for inputs that fail this.)
+    """
+    return total * 0.0 == 0.0
+
+
+def nonfinite_code(xp: Any, x: Any) -> Any:
+    """Per pixel CODE_NAN (3) for NaN, CODE_NUMBER (2) for a number above -inf, CODE_MINUS_INF (1) for -inf.
+
+    In the dtype ``xp.where`` gives Python ints (adapters cast where they need ``x``'s). Max-pooled with
+    padding below 1, it gives each window's class: 3 holds NaN, 1 holds only -inf, 2 has a number as its
+    maximum. Its own native max-pool gradient sends a window's gradient to the window's first pixel of the
+    highest code: the first NaN, or the first real pixel of a window of -inf only.
+    """
+    return xp.where(xp.isnan(x), CODE_NAN, xp.where(x > -math.inf, CODE_NUMBER, CODE_MINUS_INF))
+
+
+def repair_max_pool(xp: Any, y: Any, classes: Any) -> Any:
+    """A native max pool's ``y`` with NaN where the window holds NaN and -inf where it holds only -inf.
+
+    ``classes`` is the max pool of :func:`nonfinite_code` of the same input with the same geometry.
+    """
+    return xp.where(classes == CODE_NAN, math.nan, xp.where(classes == CODE_MINUS_INF, -math.inf, y))
+
+
+def split_max_pool_cotangent(xp: Any, classes: Any, dy: Any) -> Tuple[Any, Any]:
+    """``dy`` of a max pool split by window class: ``(for the pool of x, for the pool of the code)``.
+
+    The native gradient of the pool of x, given the first part, routes the windows whose maximum is a number
+    to their first maximum; the native gradient of the pool of :func:`nonfinite_code`, given the second part,
+    routes the others to their first NaN, or to the first real pixel of a window of -inf only. Their sum is the
+    gradient convlab gives max pooling on every backend. (In forward mode: ``where(regular, t_x, t_code)``.)
+    """
+    regular = classes == CODE_NUMBER
+    return xp.where(regular, dy, 0.0), xp.where(regular, 0.0, dy)

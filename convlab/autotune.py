@@ -26,12 +26,14 @@ from __future__ import annotations
 import json
 import os
 import platform
+import threading
 import time
 from typing import Any, Callable, Dict, Optional, Sequence
 
 _enabled: Optional[bool] = None  # None: follow $CONVLAB_AUTOTUNE
 _memory: Dict[str, str] = {}
 _loaded_from: Optional[str] = None
+_lock = threading.Lock()  # blocks of one dask graph may tune from several threads
 REPEATS = 5
 
 
@@ -153,6 +155,7 @@ def choose(
     if not times:
         return None
     winner = min(times, key=times.__getitem__)
-    _memory[key] = winner
-    _save()
+    with _lock:
+        _memory[key] = winner
+        _save()
     return winner

@@ -102,7 +102,14 @@ def _static(name: str, shape: Tuple[Any, ...], allow_unknown_batch: bool) -> Non
 class Call:
     """A call being planned: the backend, its described inputs, and what they compute in."""
 
-    def __init__(self, backend: Backend, names: Sequence[str], items: Sequence[Optional[Input]], options: tuple):
+    def __init__(
+        self,
+        backend: Backend,
+        names: Sequence[str],
+        items: Sequence[Optional[Input]],
+        options: tuple,
+        values: Optional[Sequence[Any]] = None,
+    ):
         self.backend = backend
         self.names = tuple(names)
         self.items = tuple(items)
@@ -118,8 +125,11 @@ class Call:
             _check_devices(backend, [value for _, value in tensors], [self.names[i] for i, _ in tensors])
         # asarray returns its input when nothing needs converting; anything else (NumPy data, another dtype,
         # a legacy array type the backend rewraps) is converted on every call
-        self.convert = tuple(item is not None and backend.asarray(item.value, self.dtype) is not item.value
-                             for item in items)  # fmt: skip
+        given = [None if item is None else item.value for item in items] if values is None else list(values)
+        self.convert = tuple(
+            item is not None and (item.value is not value or backend.asarray(item.value, self.dtype) is not item.value)
+            for item, value in zip(items, given)
+        )  # a list or scalar is described as a NumPy array: every call converts what the caller passed
         follows = bool(self.tensors) and type(backend).place_like is not Backend.place_like
         self.place = tuple(follows and item is not None and not item.is_tensor for item in items)
 
@@ -325,7 +335,7 @@ def _owner(value: Any) -> Any:
 
 def _build(op: Operation, backend: BackendArg, values: tuple, options: tuple, key: Any) -> _Plan:
     chosen, items = inputs(backend, op.inputs, values)
-    call = Call(chosen, op.inputs, items, options)
+    call = Call(chosen, op.inputs, items, options, values)
     run = op.plan(call)
     plan = _Plan(run, call.tensors if call.has_devices else (), call.device, chosen.device_of)
     if key is not None:

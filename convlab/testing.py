@@ -40,7 +40,7 @@ from convlab.geometry import pool_geometry
 from convlab.registry import backend_of, get_backend
 
 #: bump when a case changes meaning; part of the fingerprint
-CASES_VERSION = 1
+CASES_VERSION = 2  # 2: the non-finite values group, masks compared first
 C = 2.0
 UNIT_ROUNDOFF = {"float32": 2.0**-24, "float64": 2.0**-53}
 EXACT_LIMIT = 2.0**24
@@ -110,7 +110,29 @@ def _integer_valued(*arrays: Optional[np.ndarray]) -> bool:
 
 def _max_partial_sum(X: np.ndarray, K: np.ndarray, bias: Optional[np.ndarray], conv_kwargs: dict) -> float:
     magnitude = cl.conv2d(np.abs(X), np.abs(K), None if bias is None else np.abs(bias), backend="numpy", **conv_kwargs)
-    return float(np.max(magnitude)) if magnitude.size else 0.0
+    return _finite_max(magnitude)
+
+
+def _finite_max(magnitude: np.ndarray) -> float:
+    """The largest finite element (0.0 when none): what decides the exact tier where some outputs are NaN or inf."""
+    finite = np.asarray(magnitude)[np.isfinite(magnitude)]
+    return float(np.max(finite)) if finite.size else 0.0
+
+
+def _check_nonfinite(actual: np.ndarray, expected: np.ndarray, what: str) -> np.ndarray:
+    """NaN, +inf and -inf must sit exactly where the reference has them; returns the mask of the other positions.
+
+    (DESIGN.md section 3: max pooling propagates NaN like np.max, infinities follow IEEE arithmetic.)
+    """
+    for label, test in (("NaN", np.isnan), ("+inf", np.isposinf), ("-inf", np.isneginf)):
+        wrong = test(actual) != test(expected)
+        if np.any(wrong):
+            index = tuple(int(i) for i in np.argwhere(wrong)[0])
+            raise AssertionError(
+                f"{what}: {label} where the reference has none, or the other way round: {int(wrong.sum())} of "
+                f"{wrong.size} elements, first at {index}: {actual[index]!r} vs reference {expected[index]!r}"
+            )
+    return np.isfinite(expected)
 
 
 def _check_exact(actual: np.ndarray, reference: np.ndarray, what: str) -> float:
@@ -130,7 +152,10 @@ def _check_exact(actual: np.ndarray, reference: np.ndarray, what: str) -> float:
 def _check_bound(actual: np.ndarray, reference: np.ndarray, bound: np.ndarray, what: str) -> float:
     if actual.shape != reference.shape:
         raise AssertionError(f"{what}: shape {actual.shape} differs from the reference's {reference.shape}")
-    ratio = _ratio(np.abs(actual.astype(np.float64) - reference), bound)
+    finite = _check_nonfinite(actual, reference, what)  # then the bound, on the finite positions only
+    with np.errstate(invalid="ignore"):
+        error = np.where(finite, np.abs(actual.astype(np.float64) - reference), 0.0)
+    ratio = _ratio(error, np.where(finite, bound, 1.0))
     worst = float(ratio.max()) if ratio.size else 0.0
     if not worst <= 1.0:
         index = tuple(
@@ -479,7 +504,121 @@ def _build_cases() -> List[Case]:
                 lr=3e-2,
             )
         )
+    cases.extend(_nonfinite_cases())
     return cases + _with_each_algorithm(cases)
+
+
+def _nonfinite_cases() -> List[Case]:
+    """The "non-finite values" group (DESIGN.md section 3): NaN, +inf and -inf in X, for convolution (kernels
+    with positive, negative and zero taps), max and average pooling (padded or not, padded zeros counted or
+    not), float32 and float64, and their gradients; each forward case also runs with every algorithm. Integer
+    inputs (the exact tier) and normal ones (the bound) alternate, so that each geometry meets both kinds."""
+    group = "non-finite values"
+    cases: List[Case] = []
+    add = cases.append
+    convs = ((1, 1, 1), ("same", 2, 1), (0, (1, 2), 1), (2, 1, 2), (1, 2, (2, 1)))
+    pools = (((2, 2), 2, 0), ((3, 3), 2, 1), ((3, 3), 1, "same"), ((2, 3), (1, 2), ((1, 0), (2, 1))))
+    for d, dtype in enumerate(("float32", "float64")):
+        for i, (padding, stride, dilation) in enumerate(convs):
+            kind = ("int", "normal")[(i + d) % 2]
+            add(
+                _case(
+                    f"nonfinite/conv/{dtype}/{kind}/{padding}/{stride}/{dilation}",
+                    group,
+                    "conv2d",
+                    [("X", (2, 3, 9, 10), f"{kind}-sparse-nonfinite", 1), ("K", (4, 3, 3, 3), "taps", 1)]
+                    + [("bias", (4,), "int", 1)],
+                    dtype=dtype,
+                    padding=padding,
+                    stride=stride,
+                    dilation=dilation,
+                )
+            )
+        for mode in ("max", "avg"):
+            for i, (window, stride, padding) in enumerate(pools):
+                for count in (True, False) if mode == "avg" else (True,):
+                    kind = ("int", "normal")[(i + d + count) % 2]
+                    add(
+                        _case(
+                            f"nonfinite/pool/{dtype}/{mode}/{window}/{stride}/{padding}/"
+                            f"{'with' if count else 'without'}-pads/{kind}",
+                            group,
+                            "pool2d",
+                            [("X", (2, 3, 9, 10), f"{kind}-nonfinite", 1)],
+                            dtype=dtype,
+                            pool_size=window,
+                            mode=mode,
+                            stride=stride,
+                            padding=padding,
+                            count_include_pad=count,
+                        )
+                    )
+        add(
+            _case(
+                f"nonfinite/conv/{dtype}/channels-last",
+                group,
+                "conv2d",
+                [("X", (2, 9, 10, 3), "int-sparse-nonfinite", 1), ("K", (3, 3, 3, 4), "int", 1)],
+                dtype=dtype,
+                padding="same",
+                data_format="channels_last",
+            )
+        )
+        add(
+            _case(
+                f"nonfinite/pool/{dtype}/channels-last",
+                group,
+                "pool2d",
+                [("X", (2, 9, 10, 3), "normal-nonfinite", 1)],
+                dtype=dtype,
+                pool_size=3,
+                mode="max",
+                stride=2,
+                padding=1,
+                data_format="channels_last",
+            )
+        )
+        # gradients: max pooling's goes where np.argmax points (first NaN, first maximum, never padding)
+        for window, stride, padding in (((2, 2), 2, 0), ((3, 3), 2, 1), ((3, 3), 1, ((1, 0), (1, 0)))):
+            out = cl.output_shape((2, 3, 9, 10), (3, 3) + window, stride=stride, padding=padding)
+            for mode, kind, choices in (("max", "int", ("native", "shift", "layout")), ("avg", "normal", ("native",))):
+                for algorithm in choices:
+                    add(
+                        _case(
+                            f"nonfinite/pool-autodiff/{dtype}/{mode}/{window}/{padding}/{algorithm}",
+                            group,
+                            "pool2d_autodiff",
+                            [("X", (2, 3, 9, 10), f"{kind}-nonfinite", 1), ("dY", out, "int", 1)],
+                            dtype=dtype,
+                            pool_size=window,
+                            mode=mode,
+                            stride=stride,
+                            padding=padding,
+                            algorithm=algorithm,
+                        )
+                    )
+        for stride, padding in ((1, 1), (2, "same")):
+            out = cl.output_shape((1, 3, 7, 7), (4, 3, 3, 3), stride=stride, padding=padding)
+            inputs = [("X", (1, 3, 7, 7), "int-sparse-nonfinite", 1), ("K", (4, 3, 3, 3), "taps", 1)]
+            inputs.append(("dY", out, "int", 1))
+            name = f"{dtype}/{stride}/{padding}"
+            add(
+                _case(f"nonfinite/vjp/{name}", group, "conv2d_vjp", inputs, dtype=dtype, stride=stride, padding=padding)
+            )
+            for algorithm in ("native", "shift", "gemm") if dtype == "float32" else ("native",):
+                add(
+                    _case(
+                        f"nonfinite/autodiff/{name}/{algorithm}",
+                        group,
+                        "conv2d_autodiff",
+                        inputs + [("bias", (4,), "int", 1)],
+                        dtype=dtype,
+                        stride=stride,
+                        padding=padding,
+                        algorithm=algorithm,
+                    )
+                )
+    return cases
 
 
 def _with_each_algorithm(cases: List[Case]) -> List[Case]:
@@ -515,6 +654,17 @@ def make_inputs(case: Case) -> Dict[str, np.ndarray]:
             values = rng.integers(-4, 5, size=shape).astype(np.float64)
         elif kind == "normal":
             values = rng.normal(size=shape) * scale
+        elif kind.endswith("nonfinite"):  # "int-nonfinite", "normal-sparse-nonfinite", ...
+            numbers = rng.integers(-4, 5, size=shape) if kind.startswith("int") else rng.normal(size=shape) * scale
+            if dict(case.kwargs).get("data_format") == "channels_last":  # the (H, W) planes of NHWC data
+                planes = _with_nonfinite(rng, numbers.transpose(0, 3, 1, 2).astype(np.float64), "sparse" in kind)
+                values = planes.transpose(0, 2, 3, 1)
+            else:
+                values = _with_nonfinite(rng, numbers.astype(np.float64), sparse="sparse" in kind)
+        elif kind == "taps":  # kernel taps: output channel 0 positive, 1 negative, the others with zero taps
+            values = rng.integers(-3, 4, size=shape).astype(np.float64)
+            values[0], values[1] = np.abs(values[0]) + 1, -np.abs(values[1]) - 1
+            values[2:, ..., shape[-2] // 2, shape[-1] // 2] = 0.0
         elif kind == "cancel":  # output channel 1 nearly cancels channel 0: large terms, small sums
             values = rng.normal(size=shape)
             values[1] = -values[0] * (1 + 1e-3)
@@ -534,6 +684,40 @@ def make_inputs(case: Case) -> Dict[str, np.ndarray]:
             raise ValueError(f"unknown input kind {kind!r}")
         arrays[name] = np.asarray(values, dtype=case.dtype).reshape(shape)
     return arrays
+
+
+def _with_nonfinite(rng: np.random.Generator, values: np.ndarray, sparse: bool) -> np.ndarray:
+    """``values`` with NaN, +inf and -inf placed in every (H, W) plane (seeded: the same on every machine).
+
+    Dense (for pooling): a 4x4 block of -inf (at the top-left corner in every third plane, where padded windows
+    hold only -inf, elsewhere in the next), one NaN (two, diagonal neighbours, in every other plane), one +inf,
+    one -inf and an adjacent +inf, -inf pair. Sparse (for convolution, whose windows span channels): plane p
+    holds one NaN (p % 3 == 0), an adjacent +inf, -inf pair and a lone +inf (p % 3 == 1), or a lone -inf.
+    """
+    height, width = values.shape[-2:]
+    for p, index in enumerate(np.ndindex(*values.shape[:-2])):
+        plane = values[index]
+        i, j = (int(v) for v in rng.integers(0, (height - 1, width - 1)))
+        k, m = (int(v) for v in rng.integers(0, (height, width - 1)))
+        if sparse:
+            if p % 3 == 0:
+                plane[i, j] = np.nan
+            elif p % 3 == 1:
+                plane[i, j], plane[i, j + 1], plane[k, m] = np.inf, -np.inf, np.inf
+            else:
+                plane[k, m] = -np.inf
+            continue
+        if p % 3 < 2:
+            top, left = (0, 0) if p % 3 == 0 else (int(v) for v in rng.integers(0, (height - 3, width - 3)))
+            plane[top : top + 4, left : left + 4] = -np.inf
+        cells = rng.permutation(height * width)[:3]
+        for cell, value in zip(cells, (np.nan, np.inf, -np.inf)):
+            plane[divmod(int(cell), width)] = value
+        plane[i, j] = np.nan
+        if p % 2 == 0:
+            plane[i + 1, j + 1] = np.nan
+        plane[k, m], plane[k, m + 1] = np.inf, -np.inf
+    return values
 
 
 # -- running a case ---------------------------------------------------------------------------------
@@ -588,7 +772,8 @@ def reference_case(case: Case) -> Tuple[List[np.ndarray], List[Optional[np.ndarr
     kwargs = dict(case.kwargs)
     u = UNIT_ROUNDOFF[case.dtype]
     integer = all(
-        kind in ("int", "ramp", "stripes", "stripes-t", "stripe-edges", "edge") for _, _, kind, _ in case.inputs
+        kind in ("int", "ramp", "stripes", "stripes-t", "stripe-edges", "edge", "taps") or kind.startswith("int-")
+        for _, _, kind, _ in case.inputs
     )
     absolute = {name: np.abs(value) for name, value in arrays.items()}
     if case.op in _CONV_OPS:
@@ -596,7 +781,7 @@ def reference_case(case: Case) -> Tuple[List[np.ndarray], List[Optional[np.ndarr
         reference = fn(*arrays.values(), backend="numpy", **kwargs)
         magnitude = fn(*absolute.values(), backend="numpy", **kwargs)
         n = _products_per_element(arrays["K"], kwargs.get("data_format", "channels_first")) + ("bias" in arrays)
-        exact = integer and float(np.max(magnitude)) < EXACT_LIMIT
+        exact = integer and _finite_max(magnitude) < EXACT_LIMIT
         return [reference], [None if exact else C * n * u * magnitude]
     if case.op == "pool2d":
         reference = cl.pool2d(arrays["X"], backend="numpy", **kwargs)
@@ -610,16 +795,17 @@ def reference_case(case: Case) -> Tuple[List[np.ndarray], List[Optional[np.ndarr
         magnitude = cl.pool2d(absolute["X"], backend="numpy", **kwargs)
         return [reference], [C * (window[0] * window[1] + 1) * u * magnitude]
     if case.op in ("conv2d_vjp", "conv2d_autodiff"):
-        geometry = dict(kwargs)
+        geometry = {key: value for key, value in kwargs.items() if key != "algorithm"}
         reference = cl.conv2d_vjp(arrays["X"], arrays["K"], arrays["dY"], backend="numpy", **geometry)
         magnitude = cl.conv2d_vjp(absolute["X"], absolute["K"], absolute["dY"], backend="numpy", **geometry)
         out_channels, _, kernel_h, kernel_w = arrays["K"].shape
         per_kernel = int(np.prod(arrays["dY"].shape)) // out_channels
         counts = (out_channels * kernel_h * kernel_w, per_kernel, per_kernel)
-        exact = integer and max(float(np.max(m)) for m in magnitude) < EXACT_LIMIT
+        exact = integer and max(_finite_max(m) for m in magnitude) < EXACT_LIMIT
         bounds = [None if exact else C * n * u * m for n, m in zip(counts, magnitude)]
         return list(reference), bounds
     if case.op == "pool2d_autodiff":
+        kwargs.pop("algorithm", None)
         reference, magnitude, count = _pool2d_vjp_reference(arrays["X"], arrays["dY"], **kwargs)
         exact = kwargs["mode"] == "max" or _power_of_two(count)
         return [reference], [None if exact else C * (count + 1) * u * magnitude]
@@ -641,8 +827,9 @@ def _power_of_two(n: int) -> bool:
 
 
 def _pool2d_vjp_reference(X, dY, pool_size, mode="max", stride=1, padding=0, count_include_pad=True):
-    """Gradient of sum(pool2d(X) * dY) w.r.t. X in float64: dY routed to each window's (first) maximum,
-    or spread evenly over the window for average pooling."""
+    """Gradient of sum(pool2d(X) * dY) w.r.t. X in float64: dY routed to the pixel np.argmax picks among each
+    window's real pixels (its first NaN, else its first maximum; never padding), or spread evenly over the
+    window for average pooling."""
     geometry = pool_geometry(X.shape, pool_size, mode, stride=stride, padding=padding)
     (top, bottom), (left, right) = geometry.pads
     (kh, kw), (sh, sw) = geometry.window, geometry.stride
@@ -654,11 +841,12 @@ def _pool2d_vjp_reference(X, dY, pool_size, mode="max", stride=1, padding=0, cou
     grad = np.zeros_like(padded)
     magnitude = np.zeros_like(padded)
     if mode == "max":
-        best = np.full(dY.shape, -np.inf)
-        choice = np.zeros(dY.shape, dtype=int)
+        best = np.full(dY.shape, np.nan)
+        choice = np.full(dY.shape, -1)
         for offset in range(kh * kw):
-            candidate = windows(padded, offset // kw, offset % kw)
-            better = candidate > best
+            candidate, is_real = windows(padded, offset // kw, offset % kw), windows(real, offset // kw, offset % kw)
+            later = (choice >= 0) & ~np.isnan(best) & (np.isnan(candidate) | (candidate > best))
+            better = (is_real > 0) & ((choice < 0) | later)
             best, choice = np.where(better, candidate, best), np.where(better, offset, choice)
         for offset in range(kh * kw):
             windows(grad, offset // kw, offset % kw)[...] += np.where(choice == offset, dY, 0.0)
@@ -819,7 +1007,7 @@ def judge(
                 actual64 = np.asarray(actual, dtype=np.float64)
                 worst = max(worst, _check_bound(actual64, expected, bound, what))
                 exact = exact and bool(
-                    np.array_equal(np.asarray(actual).astype(case.dtype), expected.astype(case.dtype))
+                    np.array_equal(np.asarray(actual).astype(case.dtype), expected.astype(case.dtype), equal_nan=True)
                 )
         except AssertionError as error:
             return Verdict("violation", math.inf, str(error))
@@ -840,7 +1028,12 @@ def judge_pair(case: Case, first: Optional[List[np.ndarray]], second: Optional[L
         if bound is None and not same:
             return Verdict("violation", math.inf, f"{case.id} output {index}: not bit-identical (exact tier)")
         if bound is not None:
-            ratio = _ratio(np.abs(a64 - b64), 2 * bound)
+            try:  # NaN and each signed infinity at the same positions first, then the bound elsewhere
+                finite = _check_nonfinite(a64, b64, f"{case.id} output {index}")
+            except AssertionError as error:
+                return Verdict("violation", math.inf, str(error))
+            with np.errstate(invalid="ignore"):
+                ratio = _ratio(np.where(finite, np.abs(a64 - b64), 0.0), np.where(finite, 2 * bound, 1.0))
             worst = max(worst, float(ratio.max()) if ratio.size else 0.0)
     if worst > 1.0:
         return Verdict("violation", worst, f"{case.id}: differ by {worst:.3g} times the sum of their bounds")

@@ -37,7 +37,7 @@ def test_tuned_conv_equals_native(backend, tuning, x_shape, k_shape, options):
     np.testing.assert_array_equal(tuned, backend.to_numpy(cl.conv2d(x, k, algorithm="native", **options)))
     winners = json.loads(tuning.read_text())["winners"]
     assert len(winners) == 1 and list(winners.values())[0] in ("native", "shift", "gemm")
-    assert backend.name in list(winners)[0]
+    assert backend.name in list(winners)[0] or "|numpy|" in list(winners)[0]  # dask tunes its NumPy blocks
 
 
 def test_tuned_pooling_equals_native(backend, tuning):

@@ -200,7 +200,7 @@ def _jitted_ops(backend: JaxBackend) -> SimpleNamespace:
 
         window4, stride4, pads4 = lift(g.window, 1), lift(g.stride, 1), lift(g.pads, (0, 0))
         if g.mode == "max":  # reduce_window pads with its initial value, -inf (geometry.fill)
-            return lax.reduce_window(x, g.fill, lax.max, window4, stride4, pads4)
+            return max_pool(x, g)
         total = lax.reduce_window(x, g.fill, lax.add, window4, stride4, pads4)
         # The divisor is a NumPy constant of the geometry (the real pixels under each window): XLA folds it in.
         return algorithms.divide(backend, total, g)
@@ -209,6 +209,30 @@ def _jitted_ops(backend: JaxBackend) -> SimpleNamespace:
         return lax.pad(x, jnp.asarray(value, x.dtype), [(before, after, 0) for before, after in pads])
 
     def static(function, *static_argnums):
+    def raw_max_pool(x, g: PoolGeometry):
+        window4, stride4, pads4 = ((1, *g.window, 1), (1, *g.stride, 1), ((0, 0), *g.pads, (0, 0)))
+        if not g.channels_last:
+            window4, stride4, pads4 = ((1, 1, *g.window), (1, 1, *g.stride), ((0, 0), (0, 0), *g.pads))
+        return lax.reduce_window(x, g.fill, lax.max, window4, stride4, pads4)
+
+    @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+    def max_pool(x, geometry: PoolGeometry):
+        return raw_max_pool(x, geometry)
+
+    @max_pool.defjvp
+    def max_pool_jvp(geometry, primals, tangents):
+        # why: XLA's derivative of a window holding NaN takes a pixel after its last NaN, and one of -inf only may
+        # take the padding; convlab's takes the first NaN, or the first real pixel (convlab.algorithms)
+        (x,), (t,) = primals, tangents
+        y, t_x = jax.jvp(lambda v: raw_max_pool(v, geometry), (x,), (t,))
+
+        def repaired():
+            code = algorithms.nonfinite_code(jnp, x).astype(x.dtype)
+            classes, t_code = jax.jvp(lambda v: raw_max_pool(v, geometry), (code,), (t,))
+            return jnp.where(classes == algorithms.CODE_NUMBER, t_x, t_code)
+
+        return y, lax.cond(algorithms.free_of_nan_and_negative_inf(jnp.sum(x)), lambda: t_x, repaired)
+
         return jax.jit(function, static_argnums=static_argnums)
 
     return SimpleNamespace(

@@ -99,6 +99,7 @@ class TorchBackend(Backend):
         self._functional = torch.nn.functional
         self._dtypes = {"float32": torch.float32, "float64": torch.float64}
         self._dtype_names = {torch.float32: "float32", torch.float64: "float64"}
+        self._repaired_max_pool = _repaired_max_pool()  # built here: torch.compile cannot trace a class statement
 
     # -- tensors ----------------------------------------------------------------------------------
     def version(self) -> str:
@@ -198,13 +199,23 @@ class TorchBackend(Backend):
             return super().pool2d_bound(g)
         options = dict(kernel_size=_compact(g.window), stride=_compact(g.stride), padding=padding)
         if g.mode == "max":
-            return functools.partial(self._torch.max_pool2d, **options)
+            native, torch = functools.partial(self._torch.max_pool2d, **options), self._torch
+
+            def run(x: Any) -> Any:  # why: the gradient of non-finite windows (see pool2d)
+                return self.pool2d(x, g) if x.requires_grad and torch.is_grad_enabled() else native(x)
+
+            return run
         return functools.partial(self._functional.avg_pool2d, **options, count_include_pad=g.count_include_pad)
 
     def pool2d(self, x: Any, geometry: PoolGeometry) -> Any:
         g, functional = geometry, self._functional
         if g.channels_last:
             x = x.permute(0, 3, 1, 2)
+        if g.mode == "max" and x.requires_grad and self._torch.is_grad_enabled() and _needs_repair(self._torch, x):
+            # why: torch's gradient of a window holding two NaN goes to the last, and one of -inf only padded by hand
+            # may go to the padding; convlab's to the first NaN, or the first real pixel (convlab.algorithms)
+            y = self._repaired_max_pool(x, g)
+            return y.permute(0, 2, 3, 1) if g.channels_last else y
         window, stride = _compact(g.window), _compact(g.stride)
         padding = native = _native_padding(g)  # torch's own padding is -inf for max pooling
         if native is None and (g.mode == "max" or g.count_include_pad):
@@ -255,6 +266,52 @@ class TorchBackend(Backend):
 
     def pool2d_layer(self, config: dict) -> Any:
         return _layer_classes()["TorchPool2D"](config, self.name)
+
+
+def _needs_repair(torch: Any, x: Any) -> bool:
+    """Does torch's max-pool gradient need convlab's repair? Only where x holds NaN or -inf (one sum tells); always
+    on an accelerator or while torch.compile traces (no sync, no data-dependent branch)."""
+    if x.device.type != "cpu" or torch.compiler.is_compiling():
+        return True
+    with torch.no_grad():
+        return not bool(algorithms.free_of_nan_and_negative_inf(x.sum()))
+
+
+def _repaired_max_pool() -> Callable[[Any, PoolGeometry], Any]:
+    """``run(x, geometry)``: max pooling of NCHW x whose gradient follows convlab's rule (convlab.algorithms):
+    torch's own pooling with indices, the indices of windows holding NaN or only -inf taken from the pooling of
+    :func:`convlab.algorithms.nonfinite_code`; the gradient is torch's own scatter to those indices."""
+    import torch
+    import torch.nn.functional as F
+
+    class RepairedMaxPool(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: Any, x: Any, geometry: PoolGeometry) -> Any:
+            g = geometry
+            code = algorithms.nonfinite_code(torch, x).to(x.dtype)
+            padding = _native_padding(g)
+            by_hand = padding is None
+            if by_hand:  # x and its code padded with -inf (below every code: never chosen)
+                flat = _flat_pads(g.pads)
+                x, code, padding = F.pad(x, flat, value=g.fill), F.pad(code, flat, value=g.fill), 0
+            y, at_max = F.max_pool2d(x, g.window, g.stride, padding, return_indices=True)
+            classes, at_code = F.max_pool2d(code, g.window, g.stride, padding, return_indices=True)
+            ctx.save_for_backward(x, torch.where(classes == algorithms.CODE_NUMBER, at_max, at_code))
+            ctx.options = (g.window, g.stride, padding, g.pads if by_hand else None)
+            return y
+
+        @staticmethod
+        def backward(ctx: Any, dy: Any) -> Any:
+            x, indices = ctx.saved_tensors
+            window, stride, padding, pads = ctx.options
+            padding = (padding, padding) if isinstance(padding, int) else padding
+            dx = torch.ops.aten.max_pool2d_with_indices_backward(dy, x, window, stride, padding, (1, 1), False, indices)
+            if pads is not None:  # the gradient of the padding is dropped
+                (top, bottom), (left, right) = pads
+                dx = dx[:, :, top : dx.shape[2] - bottom, left : dx.shape[3] - right]
+            return dx, None
+
+    return RepairedMaxPool.apply
 
 
 def _shift_in_place(torch, functional, x, k, bias, geometry: ConvGeometry):
