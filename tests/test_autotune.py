@@ -36,8 +36,9 @@ def test_tuned_conv_equals_native(backend, tuning, x_shape, k_shape, options):
     tuned = backend.to_numpy(cl.conv2d(x, k, **options))
     np.testing.assert_array_equal(tuned, backend.to_numpy(cl.conv2d(x, k, algorithm="native", **options)))
     winners = json.loads(tuning.read_text())["winners"]
-    assert len(winners) == 1 and list(winners.values())[0] in ("native", "shift", "gemm")
-    assert backend.name in list(winners)[0] or "|numpy|" in list(winners)[0]  # dask tunes its NumPy blocks
+    assert winners and set(winners.values()) <= {"native", "shift", "gemm"}
+    owners = {backend.name, "numpy"} if backend.name == "dask" else {backend.name}  # dask tunes its NumPy blocks
+    assert all(key.split("|")[1] in owners for key in winners)
 
 
 def test_tuned_pooling_equals_native(backend, tuning):
