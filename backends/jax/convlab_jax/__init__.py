@@ -192,23 +192,6 @@ def _jitted_ops(backend: JaxBackend) -> SimpleNamespace:
         )
         return algorithms.add_bias(backend, y, bias, g.channels_last)
 
-    def pool2d(x, geometry: PoolGeometry):
-        g = geometry
-
-        def lift(pair, fill):  # an (h, w) pair to the four axes of x
-            return (fill, *pair, fill) if g.channels_last else (fill, fill, *pair)
-
-        window4, stride4, pads4 = lift(g.window, 1), lift(g.stride, 1), lift(g.pads, (0, 0))
-        if g.mode == "max":  # reduce_window pads with its initial value, -inf (geometry.fill)
-            return max_pool(x, g)
-        total = lax.reduce_window(x, g.fill, lax.add, window4, stride4, pads4)
-        # The divisor is a NumPy constant of the geometry (the real pixels under each window): XLA folds it in.
-        return algorithms.divide(backend, total, g)
-
-    def pad(x, pads, value):
-        return lax.pad(x, jnp.asarray(value, x.dtype), [(before, after, 0) for before, after in pads])
-
-    def static(function, *static_argnums):
     def raw_max_pool(x, g: PoolGeometry):
         window4, stride4, pads4 = ((1, *g.window, 1), (1, *g.stride, 1), ((0, 0), *g.pads, (0, 0)))
         if not g.channels_last:
@@ -233,6 +216,23 @@ def _jitted_ops(backend: JaxBackend) -> SimpleNamespace:
 
         return y, lax.cond(algorithms.free_of_nan_and_negative_inf(jnp.sum(x)), lambda: t_x, repaired)
 
+    def pool2d(x, geometry: PoolGeometry):
+        g = geometry
+
+        def lift(pair, fill):  # an (h, w) pair to the four axes of x
+            return (fill, *pair, fill) if g.channels_last else (fill, fill, *pair)
+
+        window4, stride4, pads4 = lift(g.window, 1), lift(g.stride, 1), lift(g.pads, (0, 0))
+        if g.mode == "max":  # reduce_window pads with its initial value, -inf (geometry.fill)
+            return max_pool(x, g)
+        total = lax.reduce_window(x, g.fill, lax.add, window4, stride4, pads4)
+        # The divisor is a NumPy constant of the geometry (the real pixels under each window): XLA folds it in.
+        return algorithms.divide(backend, total, g)
+
+    def pad(x, pads, value):
+        return lax.pad(x, jnp.asarray(value, x.dtype), [(before, after, 0) for before, after in pads])
+
+    def static(function, *static_argnums):
         return jax.jit(function, static_argnums=static_argnums)
 
     return SimpleNamespace(
