@@ -20,19 +20,6 @@ from convlab.dispatch import BackendArg, Call, Operation, dispatch
 from convlab.errors import ConvlabTypeError, ConvlabValueError
 from convlab.geometry import conv_geometry, output_hw, pool_geometry
 
-__all__ = [
-    "conv2d",
-    "conv2d_vjp",
-    "conv_matrix",
-    "corr2d",
-    "corr2d_matmul",
-    "corr2d_multi_in",
-    "corr2d_multi_in_out",
-    "corr2d_multi_in_out_1x1",
-    "output_shape",
-    "pool2d",
-]
-
 
 def _require_rank(function: str, call: Call, **ranks: int) -> None:
     for name, rank in ranks.items():
