@@ -187,6 +187,7 @@ def main() -> None:
     sweeping.add_argument("--rules-file", default="", help='run "auto" with this rule file (convlab/rules format)')
     sweeping.add_argument("--tag", default="", help="file name suffix: sweep-<backend>-<tag>.json")
     sweeping.add_argument("--resume", action="store_true", help="keep the rows already in the output file")
+    sweeping.add_argument("--watchdog", type=float, default=0, help="restart past a configuration stuck this long")
     args = parser.parse_args()
     if args.sweep:
         args.threads, args.clock = 1, "cpu"

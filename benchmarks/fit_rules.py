@@ -212,7 +212,8 @@ def best_box(points: Points, active: np.ndarray, algorithm: str, settings: Setti
     # the log speed-up over native, less ``regret`` times what another formulation would have gained on top
     best = np.min([points.ratio[a][active] for a in points.algorithms], axis=0)
     log_ratio = np.log(np.clip(ratio, 1e-6, None))
-    regret = np.clip(log_ratio - np.log(np.clip(best, 1e-6, None)), 0, None)
+    with np.errstate(invalid="ignore"):  # inf - inf where no formulation ran: no regret (not admissible anyway)
+        regret = np.nan_to_num(np.clip(log_ratio - np.log(np.clip(best, 1e-6, None)), 0, None), nan=0.0)
     gain = np.where(admissible, -log_ratio - settings.regret * regret, -5.0)
     if winner.sum() < settings.support:
         return None
@@ -355,15 +356,17 @@ def predict(section: dict, op: str, shapes: Sequence[Any]) -> List[str]:
 
 
 def ratios_of(points: Points, choices: Sequence[str]) -> Tuple[np.ndarray, np.ndarray]:
-    """auto/native and first-call auto/native for each point when "auto" runs ``choices``."""
+    """auto/native and first-call auto/native for each point when "auto" runs ``choices``; NaN where the
+    chosen formulation was not timed (skipped by the sweep: its floor showed it could not win)."""
     steady, first = [], []
     for i, choice in enumerate(choices):
         if choice == "native":
             steady.append(1.0)
             first.append(1.0)
         else:
-            steady.append(float(points.ratio[choice][i]))
-            first.append(float(points.first[choice][i]))
+            r, f = float(points.ratio[choice][i]), float(points.first[choice][i])
+            steady.append(r if math.isfinite(r) else math.nan)
+            first.append(f if math.isfinite(f) else math.nan)
     return np.array(steady), np.array(first)
 
 
@@ -384,10 +387,13 @@ def cross_validate(points: Points, settings: Settings, folds: int, seed: int = 0
 
 def distribution(values: Sequence[float]) -> dict:
     values = np.asarray(values, dtype=float)
+    unmeasured = int(np.isnan(values).sum())
+    values = values[~np.isnan(values)]
     if len(values) == 0:
         return {}
     return {
         "n": int(len(values)),
+        "unmeasured": unmeasured,
         "median": round(float(np.median(values)), 3),
         "p95": round(float(np.percentile(values, 95)), 3),
         "worst": round(float(values.max()), 3),

@@ -16,8 +16,8 @@ backend stays under ``BUDGET_SECONDS`` (:func:`estimate`: the native op as if pa
 one call takes at most about half a second; a formulation whose call still takes longer than ``CAP_SECONDS``
 is timed once instead of in repeats (``"single"`` in the row).
 
-Timing: the first call of each formulation (with JAX's compilation caches cleared just before, so it
-includes compiling everything it runs), a second call to calibrate, then ``ROUNDS`` interleaved rounds
+Timing: the first call of each formulation (a new geometry: under JAX it includes compiling what the
+formulation runs), a second call to calibrate, then ``ROUNDS`` interleaved rounds
 (order alternating) of ``number`` calls lasting about ``TARGET_SECONDS``; the figure is the median time per
 call. ``native`` is timed twice (``native`` and ``native_again``): their ratio is the noise floor of a ratio.
 With ``--time-auto`` "auto" is timed as well (the held-out check of generated rules).
@@ -36,7 +36,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 BUDGET_SECONDS = 0.5
 CAP_SECONDS = 0.5
@@ -266,14 +266,15 @@ def time_functions(
     sync: Callable[[list], Any],
     clock: Callable[[], float],
     reverse: bool,
-    clear: Optional[Callable[[], None]] = None,
-    floors: Optional[Dict[str, float]] = None,
+    floors: Optional[Dict[str, Tuple[float, float]]] = None,
+    compiles: bool = False,
 ) -> dict:
     """First call, then the median of interleaved rounds, of each function (see the module docstring).
 
-    ``floors``: a lower bound of a formulation's seconds per call (its Python-level op count times the
-    measured cost of one op); a formulation whose floor exceeds 3x native's first call and 50 ms cannot win
-    and is not run (``"skipped"`` in the result, with the floor).
+    ``floors``: lower bounds of a formulation's seconds per call and of its first call (its op count times the
+    measured cost of one op, and of compiling one under JAX). A formulation that cannot win is not run
+    (``"skipped"`` in the result, with its floors): a call floor above 3x native's first call and 50 ms, or
+    a first-call floor above 3x native's and 0.5 s (the rules never take a first call beyond 1.6x native's).
     """
     order = list(functions)[::-1] if reverse else list(functions)
     first, first_wall, once, errors, skipped = {}, {}, {}, {}, {}
@@ -283,12 +284,12 @@ def time_functions(
     for name in (
         lead + [n for n in order if n not in lead and n != "native_again"] + [n for n in order if n == "native_again"]
     ):
-        floor = (floors or {}).get(name, 0.0)
-        if "native" in first and floor > max(3 * first["native"], 0.05):
-            skipped[name] = floor
+        floor, first_floor = (floors or {}).get(name, (0.0, 0.0))
+        if "native" in first and (
+            floor > max(3 * first["native"], 0.05) or first_floor > max(3 * first["native"], 0.5)
+        ):
+            skipped[name] = [floor, first_floor if math.isfinite(first_floor) else "not timed"]
             continue
-        if clear is not None:
-            clear()
         gc.collect()
         start, wall = clock(), time.perf_counter()
         try:
@@ -298,11 +299,8 @@ def time_functions(
             continue
         first[name], first_wall[name] = clock() - start, time.perf_counter() - wall
     order = [name for name in order if name not in errors and name not in skipped]
-    if clear is not None:  # each first call cleared the caches the others filled: compile them all again
-        for name in order:
-            sync([functions[name]()])
     for name in order:
-        if clear is None and first[name] > 2 * CAP_SECONDS:
+        if first[name] > 2 * CAP_SECONDS and not compiles:
             once[name] = first[name]  # nothing compiles here: a second slow call would tell nothing new
             continue
         start = clock()
@@ -357,7 +355,6 @@ class Runner:
         self.np, self.cl, self.algorithms, self.dispatch = np, cl, algorithms, dispatch
         self.name = name
         self.backend = cl.get_backend(name)
-        self.clear: Optional[Callable[[], None]] = None
         if name == "torch":
             import torch
 
@@ -373,7 +370,6 @@ class Runner:
 
             self.tensor = lambda a: jax.device_put(a)
             self.sync = lambda outs: jax.block_until_ready(outs)
-            self.clear = jax.clear_caches
         elif name == "mxnet":
             import mxnet
 
@@ -422,7 +418,8 @@ class Runner:
         return out
 
     def calibrate(self) -> Dict[str, float]:
-        """Seconds per Python-level op of the unrolled formulations (an 11x11 kernel on an 8x8 image, 121 ops)."""
+        """Seconds per op of the unrolled formulations, per call and in the first call (which compiles under
+        JAX): an 11x11 kernel on one 8x8 channel, 121 ops, halved for the first call's floor."""
         np, cl, name = self.np, self.cl, self.name
         x = self.tensor(np.ones((1, 1, 8, 8), np.float32))
         k = self.tensor(np.ones((1, 1, 11, 11), np.float32))
@@ -432,7 +429,9 @@ class Runner:
             ("conv gemm", lambda: cl.conv2d(x, k, padding="same", algorithm="gemm", backend=name)),
             ("pool shift", lambda: cl.pool2d(x, 11, "max", 1, "same", algorithm="shift", backend=name)),
         ):
+            start = time.process_time()
             self.sync([fn()])
+            out[label + " first"] = 0.5 * (time.process_time() - start) / 121
             times = []
             for _ in range(5):
                 start = time.process_time()
@@ -441,12 +440,22 @@ class Runner:
             out[label] = 0.8 * statistics.median(times) / 121  # 0.8: a floor, not an estimate
         return out
 
-    def floors(self, config: dict, per_op: Dict[str, float]) -> Dict[str, float]:
+    def floors(self, config: dict, per_op: Dict[str, float]) -> Dict[str, Tuple[float, float]]:
         facts = describe(config)
         taps = config["window"][0] * config["window"][1]
         if config["op"] == "conv":  # the generic shift takes one view per input channel and tap
-            return {"shift": facts["views"] * per_op["conv shift"], "gemm": taps * per_op["conv gemm"]}
-        return {"shift": taps * per_op["pool shift"]}
+            views = facts["views"]
+            gemm_first = taps * per_op["conv gemm first"]
+            if self.name == "jax" and taps > 9:
+                # eager, the generic gemm compiles a slice, product and sum per tap: its first call took 2.7x to
+                # 247x native's in the first 16 shapes of the sweep (rows 0-15 of sweep-jax.json), never the 1.6x a
+                # rule may take; beyond 9 taps it is not timed (the rules cannot choose it there)
+                gemm_first = math.inf
+            return {
+                "shift": (views * per_op["conv shift"], views * per_op["conv shift first"]),
+                "gemm": (taps * per_op["conv gemm"], gemm_first),
+            }
+        return {"shift": (taps * per_op["pool shift"], taps * per_op["pool shift first"])}
 
     def shape(self, config: dict) -> Any:
         """The ConvShape / PoolShape "auto" sees for this configuration."""
@@ -502,6 +511,9 @@ def cpu_model() -> str:
 
 def run(args: Any) -> None:
     """``--sweep``: time the sample on ``args.backend``, write ``results/sweep-<backend>[-<tag>].json``."""
+    if args.watchdog:
+        watch(args)
+        return
     import numpy as np
 
     runner = Runner(args.backend)
@@ -560,9 +572,14 @@ def run(args: Any) -> None:
     meta["seconds_per_unrolled_op"] = per_op
     print(f"seconds per unrolled op: {per_op}", flush=True)
     started = time.perf_counter()
+    hung = _hung(path)
     for index, config in enumerate(configs):
         if config["id"] in done:
             continue
+        if config["id"] in hung:  # the watchdog killed the process measuring it: recorded, not timed again
+            rows.append(dict(config, seconds={}, errors={"all": hung[config["id"]]}, first_call={}))
+            continue
+        path.with_suffix(".current").write_text(str(config["id"]))
         names = _names(config["op"], args.time_auto, args.only_auto)
         rng = np.random.default_rng(1000 + config["id"])
         shape, geometry = runner.shape(config)
@@ -573,7 +590,7 @@ def run(args: Any) -> None:
             runner.sync,
             clock,
             reverse=bool(config["id"] % 2),
-            clear=runner.clear,
+            compiles=args.backend == "jax",
             floors=runner.floors(config, per_op),
         )
         del functions
@@ -595,7 +612,47 @@ def run(args: Any) -> None:
             _write(path, meta, rows)
     meta["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
     _write(path, meta, rows)
+    path.with_suffix(".current").unlink(missing_ok=True)
     print(f"wrote {path}")
+
+
+def _hung(path: Path) -> Dict[int, str]:
+    marker = path.with_suffix(".hung")
+    return {int(k): v for k, v in json.loads(marker.read_text()).items()} if marker.exists() else {}
+
+
+def watch(args: Any) -> None:
+    """``--watchdog SECONDS``: run the sweep in a child process and restart it (``--resume``) past any
+    configuration that makes no progress for SECONDS (an XLA compilation that does not finish): that
+    configuration is recorded with the reason instead of timings."""
+    tag = f"-{args.tag}" if args.tag else ""
+    path = Path(args.out) / f"sweep-{args.backend}{tag}.json"
+    current, marker = path.with_suffix(".current"), path.with_suffix(".hung")
+    argv = list(sys.argv)
+    i = argv.index("--watchdog")
+    argv = argv[:i] + argv[i + 2 :]
+    resume = argv + ([] if "--resume" in argv else ["--resume"])
+    first = True
+    while True:
+        child = subprocess.Popen([sys.executable] + (argv if first and not args.resume else resume))
+        first = False
+        last, seen = time.monotonic(), None
+        while child.poll() is None:
+            time.sleep(5)
+            state = (current.read_text() if current.exists() else None, path.stat().st_mtime if path.exists() else 0)
+            if state != seen:
+                seen, last = state, time.monotonic()
+            elif time.monotonic() - last > args.watchdog:
+                child.kill()
+                child.wait()
+                hung = _hung(path)
+                stuck = int(current.read_text())
+                hung[stuck] = f"no progress in {args.watchdog:.0f} s (killed by the watchdog; an XLA compilation?)"
+                marker.write_text(json.dumps(hung))
+                print(f"watchdog: configuration #{stuck} made no progress in {args.watchdog} s", flush=True)
+                break
+        if child.returncode == 0:
+            return
 
 
 def _names(op: str, time_auto: bool, only_auto: bool = False) -> List[str]:

@@ -129,6 +129,14 @@ def write(results: Path) -> Path:
                 f"{_load_summary(s['rows'])} |"
             )
     add("")
+    untimed = [(b, r) for b, s in sweeps.items() if s for r in s["rows"] if "native" not in r.get("seconds", {})]
+    if untimed:
+        add("Configurations without a native timing (left out of every figure below):")
+        add("")
+        for b, r in untimed:
+            reason = r.get("errors", {}).get("all") or r.get("errors", {}).get("native") or "native did not run"
+            add(f"- {b}: {fit_rules._label(r)}: {reason}")
+        add("")
     add("## auto/native over the sweep")
     add("")
     add("Ratios of single-thread CPU time per call, convolution and pooling together. *In sample*: the generated")
