@@ -103,8 +103,8 @@ def build(name: str, shape) -> tuple:
         )
         before = functools.partial(be._pool2d_in, "NHWC", geometry=geometry, repair=False)
         sync = lambda outs: outs[-1].numpy()  # noqa: E731
-        # the dilated convolution's guard (TensorflowBackend.conv2d): a sum, then the spelled-out kernel, or the
-        # generic formulation for inputs holding NaN or inf
+        # the dilated convolution's guard (TensorflowBackend.conv2d): a sum, then the spelled-out kernel, or
+        # tf.nn.convolution's dilation for inputs holding NaN or inf
         k = be.asarray(np.random.default_rng(2).normal(size=(3, 3, shape[1], shape[1])).astype(np.float32), "float32")
         conv = conv_geometry(clean.shape, k.shape, padding=2, dilation=2, data_format="channels_last")
         fns["conv2d dilation 2 before the guard"] = lambda: be._conv2d(x, k, None, conv)
@@ -218,8 +218,8 @@ def report() -> str:
         "input`: data holding NaN (one pixel in 997) and a 4x4 block of -inf, where TensorFlow and MXNet pool the "
         "input's code too and repair the result. `grad`: forward and backward passes (the framework's autodiff). "
         "TensorFlow on NHWC data (its kernels' layout), the others NCHW. TensorFlow's dilated conv2d (3x3, "
-        "dilation 2, padding 2, C->C) adds a sum before its spelled-out kernel, and runs the generic formulation "
-        "on inputs holding NaN or inf.",
+        "dilation 2, padding 2, C->C) adds a sum before its spelled-out kernel, and runs tf.nn.convolution's "
+        "dilation on inputs holding NaN or inf.",
         "",
     ]
     for backend, entry in data.items():
@@ -231,7 +231,8 @@ def report() -> str:
             "",
             f"{entry['when']}, threads {entry['threads']}, {entry['clock']} clock; load average "
             f"{machine['loadavg_start'][0]:.1f} at the start, {entry['loadavg_end'][0]:.1f} at the end. "
-            f"The raw op follows the rule: {'yes' if raw_ok else 'no'}; convlab: {'yes' if ours_ok else 'NO'}.",
+            f"The raw op's forward pass follows the rule: {'yes' if raw_ok else 'no'}; "
+            f"convlab's: {'yes' if ours_ok else 'NO'}.",
             "",
             "| shape | function | median ms | x raw | x before the repair |",
             "|---|---|---|---|---|",

@@ -41,7 +41,6 @@ from convlab.registry import backend_of, get_backend
 
 #: bump when a case changes meaning; part of the fingerprint
 CASES_VERSION = 2  # 2: masks of NaN and signed infinities compared first
-NONFINITE_CASES = False  # the "non-finite values" group joins the list once every adapter follows the rule
 C = 2.0
 UNIT_ROUNDOFF = {"float32": 2.0**-24, "float64": 2.0**-53}
 EXACT_LIMIT = 2.0**24
@@ -505,10 +504,7 @@ def _build_cases() -> List[Case]:
                 lr=3e-2,
             )
         )
-    # The non-finite group (issue 15 part 1) is written but not in the canonical list yet: TensorFlow's max pooling
-    # still drops NaN, and the adapters' fixes had not all landed when this session stopped.
-    if NONFINITE_CASES:
-        cases.extend(_nonfinite_cases())
+    cases.extend(_nonfinite_cases())
     return cases + _with_each_algorithm(cases)
 
 
@@ -580,6 +576,35 @@ def _nonfinite_cases() -> List[Case]:
                 stride=2,
                 padding=1,
                 data_format="channels_last",
+            )
+        )
+        # windows that do not overlap, on inputs large enough for XLA to turn them into a vectorised reduce
+        for window, padding in (((2, 2), 0), ((3, 3), 1)):
+            add(
+                _case(
+                    f"nonfinite/pool/{dtype}/large/{window}/{padding}",
+                    group,
+                    "pool2d",
+                    [("X", (2, 4, 32, 32), "normal-nonfinite", 1)],
+                    dtype=dtype,
+                    pool_size=window,
+                    mode="max",
+                    stride=window,
+                    padding=padding,
+                )
+            )
+        add(
+            _case(
+                f"nonfinite/pool-autodiff/{dtype}/max/large",
+                group,
+                "pool2d_autodiff",
+                [("X", (2, 4, 32, 32), "int-nonfinite", 1), ("dY", (2, 4, 16, 16), "int", 1)],
+                dtype=dtype,
+                pool_size=(2, 2),
+                mode="max",
+                stride=2,
+                padding=0,
+                algorithm="native",
             )
         )
         # gradients: max pooling's goes where np.argmax points (first NaN, first maximum, never padding)
