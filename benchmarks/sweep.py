@@ -447,9 +447,9 @@ class Runner:
             views = facts["views"]
             gemm_first = taps * per_op["conv gemm first"]
             if self.name == "jax" and taps > 9:
-                # eager, the generic gemm compiles a slice, product and sum per tap: its first call took 2.7x to
-                # 247x native's in the first 16 shapes of the sweep (rows 0-15 of sweep-jax.json), never the 1.6x a
-                # rule may take; beyond 9 taps it is not timed (the rules cannot choose it there)
+                # eager, the generic gemm compiles a slice, product and sum per tap: in the first rows of
+                # sweep-jax.json (0-9, timed before this) its first call took 2.7x to 247x native's, never the
+                # 1.6x a rule may take; beyond 9 taps it is not timed (the rules cannot choose it there)
                 gemm_first = math.inf
             return {
                 "shift": (views * per_op["conv shift"], views * per_op["conv shift first"]),

@@ -39,9 +39,14 @@ def _dist(values: List[float]) -> dict:
 
 
 def _cells(d: dict) -> str:
+    """``median | p95 | worst`` (no outer bars)."""
     if not d:
-        return "| - | - | - |"
-    return f"| {d['median']:.3f} | {d['p95']:.3f} | {d['worst']:.3f} |"
+        return "- | - | -"
+    return f"{d['median']:.3f} | {d['p95']:.3f} | {d['worst']:.3f}"
+
+
+def _row(*cells: Any) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
 
 
 def holdout(rows: List[dict]) -> Dict[str, dict]:
@@ -107,7 +112,7 @@ def write(results: Path) -> Path:
             f"{metas[0].get('cap_seconds')} s is timed once."
         )
         add(
-            f"- Timing: first call (JAX: compilation caches cleared first), then the median of "
+            f"- Timing: first call (a new signature: under JAX it includes compiling), then the median of "
             f"{metas[0].get('rounds')} interleaved rounds of about {metas[0].get('target_seconds') * 1e3:.0f} ms; "
             f"native is timed twice (the noise floor of a ratio: `native_again/native`)."
         )
@@ -156,10 +161,7 @@ def write(results: Path) -> Path:
         a = f["all"]
         count = sum(len(o["rules"]) for o in f["ops"].values())
         shapes = sum(o["shapes"] for o in f["ops"].values())
-        add(
-            f"| {b} | {shapes} | {count} {_cells(a['in_sample'])[1:]}{_cells(a['cross_validated'])[1:]}"
-            f"{_cells(a['before'])[1:]}"
-        )
+        add(_row(b, shapes, count, _cells(a["in_sample"]), _cells(a["cross_validated"]), _cells(a["before"])))
     add("")
     add("Per operation:")
     add("")
@@ -172,10 +174,8 @@ def write(results: Path) -> Path:
         if not f:
             continue
         for op, o in f["ops"].items():
-            add(
-                f"| {b} | {op} | {o['shapes']} {_cells(o['in_sample'])[1:]}{_cells(o['cross_validated'])[1:]} "
-                f"{o['in_sample'].get('share_faster', 0):.0%} |"
-            )
+            faster = f"{o['in_sample'].get('share_faster', 0):.0%}"
+            add(_row(b, op, o["shapes"], _cells(o["in_sample"]), _cells(o["cross_validated"]), faster))
     add("")
     add("## First calls: auto/native")
     add("")
@@ -185,7 +185,14 @@ def write(results: Path) -> Path:
     add("|---|---|---|---|---|---|---|")
     for b, f in fits.items():
         if f:
-            add(f"| {b} {_cells(f['all']['first_call'])}{_cells(f['all']['first_call_before'])[1:]}")
+            before = f["all"]["first_call_before"]
+            unmeasured = before.get("unmeasured", 0)
+            note = (
+                f" ({unmeasured} hand-rule choices not timed: first call >= 3x native's by their floor)"
+                if unmeasured
+                else ""
+            )
+            add(_row(b, _cells(f["all"]["first_call"]), _cells(before) + note))
     add("")
     if any(holds.values()):
         add('## Held-out run: "auto" timed directly')
@@ -204,32 +211,62 @@ def write(results: Path) -> Path:
                 continue
             d = holdout(h["rows"])["all"]
             nn = d["non_native"]
-            nn_cells = f"| {nn['median']:.3f} | {nn['worst']:.3f} |" if nn else "| - | - |"
-            add(
-                f"| {b} | {d['rows']} {_cells(d['steady'])[1:]}{nn_cells[1:]}{_cells(d['noise'])[1:]}"
-                f"{_cells(d['first'])[1:]}"
-            )
+            nn_cells = f"{nn['median']:.3f} ({nn['n']} shapes) | {nn['worst']:.3f}" if nn else "- (none) | -"
+            add(_row(b, d["rows"], _cells(d["steady"]), nn_cells, _cells(d["noise"]), _cells(d["first"])))
         add("")
     add("## Targets")
     add("")
     add(
-        f"Worst auto/native at most {TARGET_WORST}, median below 1.0 where a backend has rules, first call at most "
-        f"{TARGET_FIRST}x native's."
+        f"The issue's targets, over the committed sweep (in sample): worst auto/native at most {TARGET_WORST}, median "
+        f"below 1.0 where a backend has rules, first call at most {TARGET_FIRST}x native's. The last three columns"
+        " are not targets but say how far the in-sample figures carry: the 5-fold held-out worst, and the worst of"
+        " the directly timed held-out run where auto runs a formulation other than native (steady, first call)."
     )
     add("")
-    add("| backend | worst (in sample) | worst (held out) | median < 1.0 | first call worst | verdict |")
-    add("|---|---|---|---|---|---|")
+    add(
+        "| backend | worst <= 1.10 | median < 1.0 | first call <= 2x | held out (5-fold) worst | direct held-out worst "
+        "(auto not native) | direct held-out first call worst |"
+    )
+    add("|---|---|---|---|---|---|---|")
+    oracle_lines = []
     for b, f in fits.items():
         if not f:
             continue
         a = f["all"]
+        if a.get("oracle"):
+            o = a["oracle"]
+            oracle_lines.append(f"- {b}: median {o['median']:.3f}, {o['share_faster']:.0%} of the shapes below 1.0")
         has_rules = any(o["rules"] for o in f["ops"].values())
         worst_in, worst_cv, median = a["in_sample"]["worst"], a["cross_validated"]["worst"], a["in_sample"]["median"]
         first = a["first_call"]["worst"]
-        median_cell = f"{median:.3f} {'yes' if median < 1.0 else 'NO'}" if has_rules else f"{median:.3f} (no rules)"
-        ok = worst_in <= TARGET_WORST and worst_cv <= TARGET_WORST and first <= TARGET_FIRST
-        ok = ok and (median < 1.0 or not has_rules)
-        add(f"| {b} | {worst_in:.3f} | {worst_cv:.3f} | {median_cell} | {first:.3f} | {'met' if ok else 'NOT met'} |")
+
+        def verdict(value: float, ok: bool) -> str:
+            return f"{value:.3f} {'met' if ok else 'NOT met'}"
+
+        median_cell = verdict(median, median < 1.0) if has_rules else f"{median:.3f} (no rules)"
+        direct, direct_first = "-", "-"
+        if holds.get(b):
+            d = holdout(holds[b]["rows"])["all"]
+            direct = f"{d['non_native']['worst']:.3f}" if d["non_native"] else "- (auto always native)"
+            direct_first = f"{d['first']['worst']:.3f}"
+        add(
+            _row(
+                b,
+                verdict(worst_in, worst_in <= TARGET_WORST),
+                median_cell,
+                verdict(first, first <= TARGET_FIRST),
+                f"{worst_cv:.3f}",
+                direct,
+                direct_first,
+            )
+        )
+    add("")
+    add(
+        "Why no median is below 1.0: even a perfect choice per shape (the best measured formulation whose first call"
+        " is within 2x native's, noise included) leaves native the fastest on half or more of the sampled shapes:"
+    )
+    add("")
+    lines.extend(oracle_lines)
     add("")
     add("## The generated rules")
     add("")
@@ -241,8 +278,9 @@ def write(results: Path) -> Path:
         for op, o in f["ops"].items():
             if not o["rules"]:
                 add(
-                    f"- {op}: no rule (native everywhere: no formulation beat it by more than the noise on "
-                    f"{f['settings']['support']} or more shapes without losing elsewhere in its box)"
+                    f"- {op}: no rule (native everywhere: no box of {f['settings']['support']} or more shapes where a "
+                    f"formulation wins by more than the noise without losing elsewhere in it, first calls within "
+                    f"{f['settings']['first_call']}x native's)"
                 )
             for rule in o["rules"]:
                 add(f"- {op} `{rule['algorithm']}`: {rule['description']}")
@@ -264,7 +302,7 @@ def write(results: Path) -> Path:
         add("`algorithms.choose` over a generated table runs once per call signature, when its plan is made:")
         add("")
         for b, o in overhead.items():
-            if b == "numpy_call_us":
+            if b in ("numpy_call_us", "predicates_evaluated"):
                 continue
             add(
                 f"- {b}: {o['choose_conv_us']:.2f} us (conv), {o['choose_pool_us']:.2f} us (pool), {o['rules']} rules; "
@@ -273,7 +311,13 @@ def write(results: Path) -> Path:
         calls = overhead.get("numpy_call_us", {})
         if calls:
             add("")
-            add("A repeated call does not run the rules at all (a plan hit); NumPy 8x8 conv2d:")
+            counted = overhead.get("predicates_evaluated", {})
+            add(
+                f"A repeated call does not run the rules at all (a plan hit): with every predicate of the NumPy table"
+                f" counting its calls, {counted.get('first_call')} ran when the plan was made and "
+                f"{counted.get('next_1000_calls')} in the next 1000 calls. NumPy 8x8 conv2d, CPU time, medians of 9"
+                " interleaved rounds:"
+            )
             add("")
             for label, us in calls.items():
                 add(f"- {label}: {us:.2f} us per call")
