@@ -64,6 +64,20 @@ def test_global_numpy_mode_is_left_alone(mxb):
 # -- tensors in, tensors out --------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("algorithm", ["shift", "gemm"])
+@pytest.mark.parametrize("data_format", ["channels_first", "channels_last"])
+def test_formulations_run_right_after_native_on_the_same_kernel(mxb, algorithm, data_format):
+    # MXNet's inference-mode convolution reorders its weight in place, asynchronously; slicing that weight before
+    # the reorder ran killed the process (SIGFPE), as "auto" and autotune do when they try several formulations
+    first = data_format == "channels_first"
+    X, K = integer_array((2, 8, 12, 12) if first else (2, 12, 12, 8)), integer_array((8, 8, 3, 3), seed=1)
+    x, k = as_mx(X), as_mx(K if first else K.transpose(2, 3, 1, 0))
+    for _ in range(3):
+        native = cl.conv2d(x, k, padding=1, data_format=data_format, algorithm="native")
+        other = cl.conv2d(x, k, padding=1, data_format=data_format, algorithm=algorithm)
+        np.testing.assert_array_equal(other.asnumpy(), native.asnumpy())
+
+
 def test_legacy_ndarray_is_taken_without_a_copy(mxb):
     legacy = mx.nd.array(integer_array((1, 1, 4, 4)))
     converted = mxb.asarray(legacy, "float32")

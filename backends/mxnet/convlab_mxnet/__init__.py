@@ -406,6 +406,13 @@ class MxnetBackend(Backend):
         options["count_include_pad"] = g.count_include_pad
         return functools.partial(self._ops.npx.pooling, **options)
 
+    # why: outside autograd.record(), MXNet's oneDNN convolution queues an in-place reorder of its weight to its
+    # own blocked layout; a slice of that weight taken before the reorder runs kills the process (SIGFPE). Shift
+    # slices the caller's OIHW kernel, so it slices a copy: the copy is an engine operation, ordered after it (gemm
+    # and every channels-last path transpose the kernel first, which is such an operation too)
+    def conv2d_shift(self, x: Any, k: Any, bias: Any, geometry: ConvGeometry) -> Any:
+        return super().conv2d_shift(x, k if geometry.channels_last else k.copy(), bias, geometry)
+
     def pool2d_shift(self, x: Any, geometry: PoolGeometry) -> Any:
         if geometry.mode == "max" and self._mx.autograd.is_recording():
             # why: np.maximum's gradient gives a window holding NaN nothing; max pooling's goes to its first NaN
