@@ -29,7 +29,6 @@ import convlab as cl
 from convlab import testing
 
 DATA_FORMATS = ["channels_first", "channels_last"]
-UNIT_ROUNDOFF = {"float32": 2.0**-24, "float64": 2.0**-53}
 CONVLAB_DIR = os.path.dirname(cl.__file__)
 
 
@@ -233,10 +232,9 @@ def test_pool2d_matches_the_oracle(backend, supports_float64, window, stride, pa
     if mode == "max":
         np.testing.assert_array_equal(actual, expected.astype(dtype))  # a maximum is exact
         return
-    # DESIGN.md section 4: c * n * u * (the average of magnitudes), n the pixels summed
-    u, area = UNIT_ROUNDOFF[dtype], window[0] * window[1]
+    # DESIGN.md section 4 (convlab.testing's pooling bound): the window's pixels summed, then one division
     magnitude = reference.pool2d(np.abs(X), window, strides, pads, mode, count_include_pad)
-    assert np.all(np.abs(actual - expected) <= 2 * area * u * magnitude)
+    assert np.all(np.abs(actual - expected) <= testing.pool_bound(magnitude, window[0] * window[1], dtype))
 
 
 def test_max_pooling_pads_with_minus_infinity_and_average_counts_real_pixels(backend):
@@ -369,7 +367,7 @@ def vjp_bounds(X, K, dY, options, dtype):
     last = options.get("data_format") == "channels_last"
     out_channels = K.shape[3] if last else K.shape[0]
     per_dX, per_dK = K.size // (K.shape[2] if last else K.shape[1]), dY.size // out_channels
-    return [2 * n * UNIT_ROUNDOFF[dtype] * np.asarray(m) for n, m in zip((per_dX, per_dK, per_dK), magnitudes)]
+    return list(testing.conv_vjp_bounds([np.asarray(m) for m in magnitudes], (per_dX, per_dK, per_dK), dtype))
 
 
 #: more strides, paddings and dilations, channels first (from the MXNet adapter's tests)
