@@ -23,7 +23,6 @@ On a shared 2-core machine, wall-clock medians of multi-threaded ops move by 2x 
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import statistics
@@ -150,19 +149,9 @@ def measure(functions: dict, sync, clock, rounds: int, target: float) -> dict:
         sync([fn()])
         once = max(clock() - start, 1e-7)
         numbers[name] = max(1, min(1000, int(target / once)))
-    times = {name: [] for name in functions}
-    order = list(functions)
-    for round_ in range(rounds):
-        for name in order if round_ % 2 == 0 else order[::-1]:
-            fn, number = functions[name], numbers[name]
-            gc.disable()
-            start = clock()
-            outs = [fn() for _ in range(number)]
-            sync(outs)
-            elapsed = clock() - start
-            gc.enable()
-            del outs
-            times[name].append(elapsed / number)
+    import sweep
+
+    times = sweep.interleaved(functions, numbers, sync, clock, rounds)
     return {name: statistics.median(values) for name, values in times.items()}
 
 
@@ -231,10 +220,10 @@ def main() -> None:
         best = min(t for a, t in times.items() if a not in ("auto", "framework"))
         fastest = min((t, a) for a, t in times.items() if a not in ("auto", "framework"))[1]
         if op == "conv":
-            geometry = side.cl.ops._geometry(x_shape, k_shape, None, 1, padding, 1, "channels_first")
+            geometry = side.cl.geometry.conv_geometry(x_shape, k_shape, padding=padding)
             chosen = algorithms.choose(backend, backend.conv_rules, algorithms.conv_shape(geometry, "float32"), None)
         else:
-            geometry = side.cl.ops._pool_geometry(x_shape, k_shape, op, (1, 1), 0, "channels_first")
+            geometry = side.cl.geometry.pool_geometry(x_shape, k_shape, op)
             chosen = algorithms.choose(backend, backend.pool_rules, algorithms.pool_shape(geometry, "float32"), None)
         row = {
             "case": name,

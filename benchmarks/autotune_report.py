@@ -42,7 +42,8 @@ def main() -> None:
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for backend in ("numpy", "torch", "tensorflow", "jax", "mxnet"):
-        warm_path, cold_path = RESULTS / f"sweep-{backend}-autotune-warm.json", RESULTS / f"sweep-{backend}-autotune.json"
+        warm_path = RESULTS / f"sweep-{backend}-autotune-warm.json"
+        cold_path = RESULTS / f"sweep-{backend}-autotune.json"
         if not warm_path.exists() or not cold_path.exists():
             continue
         warm, cold = json.loads(warm_path.read_text()), json.loads(cold_path.read_text())

@@ -261,6 +261,31 @@ def sample(seed: int, conv_count: int, pool_count: int, with_anchors: bool = Tru
 # -- timing ---------------------------------------------------------------------------------------
 
 
+def interleaved(
+    functions: Dict[str, Callable[[], Any]],
+    numbers: Dict[str, int],
+    sync: Callable[[list], Any],
+    clock: Callable[[], float],
+    rounds: int,
+) -> Dict[str, List[float]]:
+    """Seconds per call of each function, one sample per round: ``numbers[name]`` calls a round, the functions
+    interleaved and their order alternating, so that a change of the machine's speed lands on all of them."""
+    samples: Dict[str, List[float]] = {name: [] for name in functions}
+    order = list(functions)
+    for round_ in range(rounds):
+        for name in order if round_ % 2 == 0 else order[::-1]:
+            fn, number = functions[name], numbers[name]
+            gc.disable()
+            start = clock()
+            outs = [fn() for _ in range(number)]
+            sync(outs)
+            elapsed = clock() - start
+            gc.enable()
+            del outs
+            samples[name].append(elapsed / number)
+    return samples
+
+
 def time_functions(
     functions: Dict[str, Callable[[], Any]],
     sync: Callable[[list], Any],
@@ -308,19 +333,9 @@ def time_functions(
         once[name] = max(clock() - start, 1e-7)
     single = [name for name in order if once[name] > CAP_SECONDS]
     numbers = {name: max(1, min(2000, int(TARGET_SECONDS / once[name]))) for name in order}
-    samples: Dict[str, List[float]] = {name: [] for name in order}
     repeated = [name for name in order if name not in single]
-    for round_ in range(ROUNDS):
-        for name in repeated if round_ % 2 == 0 else repeated[::-1]:
-            fn, number = functions[name], numbers[name]
-            gc.disable()
-            start = clock()
-            outs = [fn() for _ in range(number)]
-            sync(outs)
-            elapsed = clock() - start
-            gc.enable()
-            del outs
-            samples[name].append(elapsed / number)
+    samples = interleaved({name: functions[name] for name in repeated}, numbers, sync, clock, ROUNDS)
+    samples.update({name: [] for name in single})
     seconds = {name: (statistics.median(samples[name]) if name in repeated else once[name]) for name in order}
     spread = {}
     for name in repeated:

@@ -133,11 +133,37 @@ def _spatial(shape4: Shape4, channels_last: bool) -> Pair:
     return (shape4[1], shape4[2]) if channels_last else (shape4[2], shape4[3])
 
 
+class _Windowed:
+    """What convolution and pooling geometries derive alike from their input, output, pads and layout."""
+
+    x4: Shape4
+    out4: Shape4
+    pads: Pads
+    channels_last: bool
+
+    @property
+    def in_hw(self) -> Pair:
+        return _spatial(self.x4, self.channels_last)
+
+    @property
+    def out_hw(self) -> Pair:
+        return _spatial(self.out4, self.channels_last)
+
+    @property
+    def symmetric_pads(self) -> bool:
+        """top == bottom and left == right: what frameworks with one pad per axis accept."""
+        return self.pads[0][0] == self.pads[0][1] and self.pads[1][0] == self.pads[1][1]
+
+    @property
+    def padded(self) -> bool:
+        return self.pads != ((0, 0), (0, 0))
+
+
 # -- convolution ---------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class ConvGeometry:
+class ConvGeometry(_Windowed):
     """One convolution's shapes and arguments, validated; 4-D shapes are in the call's layout."""
 
     x4: Shape4  # the input lifted to 4-D: NCHW, or NHWC when channels_last
@@ -164,26 +190,9 @@ class ConvGeometry:
         return self.k4[3] if self.channels_last else self.k4[0]
 
     @property
-    def in_hw(self) -> Pair:
-        return _spatial(self.x4, self.channels_last)
-
-    @property
     def window(self) -> Pair:
         """The kernel's (kh, kw)."""
         return (self.k4[0], self.k4[1]) if self.channels_last else (self.k4[2], self.k4[3])
-
-    @property
-    def out_hw(self) -> Pair:
-        return _spatial(self.out4, self.channels_last)
-
-    @property
-    def symmetric_pads(self) -> bool:
-        """top == bottom and left == right: what frameworks with one pad per axis accept."""
-        return self.pads[0][0] == self.pads[0][1] and self.pads[1][0] == self.pads[1][1]
-
-    @property
-    def padded(self) -> bool:
-        return self.pads != ((0, 0), (0, 0))
 
     @property
     def products(self) -> int:
@@ -280,7 +289,7 @@ def _conv_geometry(x_shape, k_shape, bias_shape, stride, padding, dilation, data
 
 
 @dataclass(frozen=True)
-class PoolGeometry:
+class PoolGeometry(_Windowed):
     """One pooling call's shapes and arguments, validated; 4-D shapes are in the call's layout."""
 
     x4: Shape4
@@ -298,24 +307,8 @@ class PoolGeometry:
     counts: Optional[Tuple[Tuple[int, ...], Tuple[int, ...]]] = None
 
     @property
-    def in_hw(self) -> Pair:
-        return _spatial(self.x4, self.channels_last)
-
-    @property
-    def out_hw(self) -> Pair:
-        return _spatial(self.out4, self.channels_last)
-
-    @property
     def channels(self) -> int:
         return self.x4[3] if self.channels_last else self.x4[1]
-
-    @property
-    def symmetric_pads(self) -> bool:
-        return self.pads[0][0] == self.pads[0][1] and self.pads[1][0] == self.pads[1][1]
-
-    @property
-    def padded(self) -> bool:
-        return self.pads != ((0, 0), (0, 0))
 
     @property
     def fill(self) -> float:
