@@ -70,20 +70,10 @@ CUT_FEATURES = {
     "pool": ("pixels", "batch", "channels", "elements", "taps", "stride", "mode", "channels_last", "dtype"),
 }
 CATEGORIES = {"dtype": ("float32", "float64"), "mode": ("max", "avg"), "channels_last": (False, True)}
+#: the features a rule file's "domain" ranges over: the numeric ones (channel pairs follow from the channels)
 DOMAIN_FEATURES = {
-    "conv": (
-        "pixels",
-        "batch",
-        "in_channels",
-        "out_channels",
-        "taps",
-        "stride",
-        "dilation",
-        "macs",
-        "unrolled",
-        "views",
-    ),
-    "pool": ("pixels", "batch", "channels", "elements", "taps", "stride"),
+    op: tuple(name for name in names if name not in CATEGORIES and name != "channel_pairs")
+    for op, names in CUT_FEATURES.items()
 }
 
 
@@ -305,34 +295,8 @@ def to_json(points: Points, fitted: List[dict]) -> dict:
     out_rules = []
     active = np.ones(len(points.rows), dtype=bool)
     for rule in fitted:
-        when: Dict[str, Any] = {}
-        for f, name in enumerate(points.names):
-            lo, hi = rule["box"][f]
-            if lo == -np.inf and hi == np.inf:
-                continue
-            if name in CATEGORIES:
-                allowed = [c for i, c in enumerate(CATEGORIES[name]) if lo <= i <= hi]
-                when[name] = allowed[0] if len(allowed) == 1 else allowed
-                if name == "channels_last":
-                    when[name] = bool(allowed[0])
-            else:
-                condition = {}
-                if lo > -np.inf:
-                    condition["min"] = int(lo)
-                if hi < np.inf:
-                    condition["max"] = int(hi)
-                when[name] = condition
-        within: Dict[str, Any] = {}
-        for f, name in enumerate(points.names):
-            lo, hi = rule["within"][f]
-            if lo == -np.inf and hi == np.inf:
-                continue
-            if name in CATEGORIES:
-                allowed = [c for i, c in enumerate(CATEGORIES[name]) if lo <= i <= hi]
-                if len(allowed) == 1:
-                    within[name] = allowed[0]
-            else:
-                within[name] = {"min": int(lo), "max": int(hi)}
+        when = _conditions(points.names, rule["box"], cuts=True)
+        within = _conditions(points.names, rule["within"], cuts=False)
         mask = active & _inside(points.X, rule["box"]) & _inside(points.X, rule["within"])
         ratios = points.ratio[rule["algorithm"]][mask]
         active &= ~mask
@@ -344,6 +308,27 @@ def to_json(points: Points, fitted: List[dict]) -> dict:
         }
         out_rules.append({"algorithm": rule["algorithm"], "when": when, "within": within, "evidence": evidence})
     return {"domain": domain, "rules": out_rules}
+
+
+def _conditions(names: Sequence[str], box: Any, cuts: bool) -> Dict[str, Any]:
+    """A box of feature ranges as a rule file's conditions. ``cuts`` (a rule's "when"): the bounds that are cut,
+    a category or the list of those allowed; else (its "within"): both bounds, a category only when one is left."""
+    conditions: Dict[str, Any] = {}
+    for f, name in enumerate(names):
+        lo, hi = box[f]
+        if lo == -np.inf and hi == np.inf:
+            continue
+        if name in CATEGORIES:
+            allowed = [c for i, c in enumerate(CATEGORIES[name]) if lo <= i <= hi]
+            if len(allowed) == 1 or (cuts and name == "channels_last"):
+                conditions[name] = allowed[0]
+            elif cuts:
+                conditions[name] = allowed
+        elif cuts:
+            conditions[name] = {key: int(v) for key, v in (("min", lo), ("max", hi)) if abs(v) < np.inf}
+        else:
+            conditions[name] = {"min": int(lo), "max": int(hi)}
+    return conditions
 
 
 def predict(section: dict, op: str, shapes: Sequence[Any]) -> List[str]:
