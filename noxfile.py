@@ -59,7 +59,7 @@ def equivalence(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff over the tree; mypy over the core (the package ships py.typed: its annotations are a promise)."""
+    """ruff over the tree; mypy over the core (it ships py.typed: its annotations are a promise) and the adapters."""
     session.install("ruff==0.17.6", "mypy", "numpy")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")

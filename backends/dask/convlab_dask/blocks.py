@@ -36,7 +36,7 @@ last.
 from __future__ import annotations
 
 import functools
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import dask.array as da
 import numpy as np
@@ -130,7 +130,8 @@ class _Pieces:
     processes only the strips travel, never whole neighbour chunks (what ``map_overlap`` does too)."""
 
     def __init__(self, dsk: dict, name: str) -> None:
-        self.dsk, self.name, self.keys = dsk, name, {}
+        self.dsk, self.name = dsk, name
+        self.keys: Dict[tuple, tuple] = {}  # (source, index, bounds per axis) -> the key of its getitem task
 
     def key(self, source: str, index: tuple, parts: tuple) -> tuple:
         chunk = (source,) + index
@@ -233,9 +234,9 @@ def conv2d(x: Any, k: Any, bias: Any, geometry: ConvGeometry, algorithm: str = "
     tile_keys = {}
     for ti in range(len(row_tiles)):
         for tj in range(len(col_tiles)):
-            per_axis = [_whole(c) for c in k.chunks]
-            per_axis[kh_axis], per_axis[kw_axis] = [(ti, None)], [(tj, None)]
-            gathered = pieces.gathered(k.name, per_axis)
+            tile_axes = [_whole(c) for c in k.chunks]
+            tile_axes[kh_axis], tile_axes[kw_axis] = [(ti, None)], [(tj, None)]
+            gathered = pieces.gathered(k.name, tile_axes)
             if gathered[0] is concatenate3:
                 dsk[(kernel_name, ti, tj)] = gathered
                 gathered = (kernel_name, ti, tj)

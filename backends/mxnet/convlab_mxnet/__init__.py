@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Any, Callable, Dict, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -346,7 +346,9 @@ class MxnetBackend(Backend):
         if any(any(pair) for pair in width[:half]) and any(any(pair) for pair in width[half:]):
             front = width[:half] + ((0, 0),) * (len(width) - half)
             return self.pad(self.pad(x, front, value), ((0, 0),) * half + width[half:], value)
-        shape, merged_shape, merged_width = x.shape, [], []
+        shape = x.shape
+        merged_shape: List[int] = []
+        merged_width: List[Pair] = []
         for size, (before, after) in zip(x.shape, width):
             if merged_shape and before == after == 0:
                 merged_shape[-1] *= size
@@ -522,15 +524,21 @@ def _build_layers() -> Dict[str, type]:
         def _parameter_dtype(self) -> str:
             return "float32"
 
+        def _planned(self) -> _Plan:
+            """The plan of the input being run: forward() makes it before MXNet calls hybrid_forward."""
+            assert self._plan is not None, "hybrid_forward runs only inside forward(), which makes the plan"
+            return self._plan
+
         def _lifted(self, x: Any) -> Any:
-            plan = self._plan
+            plan = self._planned()
             x = numpy_mode(x)
             if plan.cast is not None:
                 x = x.astype(plan.cast)
             return x if plan.lift is None else x.reshape(plan.lift[0])
 
         def _unlifted(self, y: Any) -> Any:
-            return y if self._plan.lift is None else y.reshape(self._plan.lift[1])
+            lift = self._planned().lift
+            return y if lift is None else y.reshape(lift[1])
 
         def __repr__(self) -> str:
             return f"{type(self).__name__}({self.config})"
@@ -603,11 +611,12 @@ def _build_layers() -> Dict[str, type]:
 
         def hybrid_forward(self, F: Any, x: Any, weight: Any, bias: Any = None) -> Any:
             ops = symbol_ops if isinstance(x, Symbol) else array_ops
-            weight, bias, dtype = numpy_mode(weight), numpy_mode(bias), self._plan.dtype
+            plan = self._planned()
+            weight, bias, dtype = numpy_mode(weight), numpy_mode(bias), plan.dtype
             if self._parameter_dtype() != dtype:
                 weight = weight.astype(dtype)
                 bias = None if bias is None else bias.astype(dtype)
-            y = _convolution(ops, self._lifted(x), weight, bias, self._template, self._plan.pads)
+            y = _convolution(ops, self._lifted(x), weight, bias, self._template, plan.pads)
             return self._unlifted(y)
 
         def __repr__(self) -> str:
@@ -641,7 +650,7 @@ def _build_layers() -> Dict[str, type]:
 
         def hybrid_forward(self, F: Any, x: Any) -> Any:
             ops = symbol_ops if isinstance(x, Symbol) else array_ops
-            return self._unlifted(_pooling(ops, self._lifted(x), self._template, self._plan.pads))
+            return self._unlifted(_pooling(ops, self._lifted(x), self._template, self._planned().pads))
 
     return {"MxnetConv2D": MxnetConv2D, "MxnetPool2D": MxnetPool2D}
 

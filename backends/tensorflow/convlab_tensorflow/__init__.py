@@ -24,7 +24,7 @@ Example:
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, cast
 
 import numpy as np
 
@@ -512,7 +512,8 @@ def _build_keras_layers() -> Dict[str, type]:
             # autocast off: dtypes follow convlab's rules (float32/float64, promotion), not a Keras float16 policy
             kwargs.setdefault("autocast", False)
             super().__init__(**kwargs)
-            self.convlab_backend = convlab.get_backend("tensorflow")
+            # the instance this package registers (its _conv_transpose2d runs batches of unknown size)
+            self.convlab_backend = cast(TensorflowBackend, convlab.get_backend("tensorflow"))
             self.convlab_config = _tuples(config)
             self.convlab_operation = self.convlab_config.pop("operation", "conv2d")  # or "conv_transpose2d"
             self.weight = self.add_weight(shape=weight.shape, initializer=_initial(weight), name="weight")
@@ -536,7 +537,8 @@ def _build_keras_layers() -> Dict[str, type]:
                 return backend.conv2d(x, k, bias, geometry)
             return backend._conv_transpose2d(x, k, bias, geometry)
 
-        def _geometry(self, x_shape: Tuple[int, ...], bias_shape: Optional[Tuple[int, ...]] = None) -> Any:
+        def _geometry(self, x_shape: Tuple[Optional[int], ...], bias_shape: Optional[Tuple[int, ...]] = None) -> Any:
+            # a size Keras does not know yet (None past the batch axis) is refused by the geometry (ConvlabTypeError)
             make = conv_geometry if self.convlab_operation == "conv2d" else conv_transpose_geometry
             return make(x_shape, tuple(self.weight.shape), bias_shape, **self.convlab_config)
 
@@ -582,7 +584,7 @@ def _build_keras_layers() -> Dict[str, type]:
             self.convlab_config = _tuples(config)
             self.built = True
 
-        def _geometry(self, shape: Tuple[int, ...]) -> PoolGeometry:
+        def _geometry(self, shape: Tuple[Optional[int], ...]) -> PoolGeometry:  # None: refused, as for the conv
             config = dict(self.convlab_config)
             return pool_geometry(shape, config.pop("pool_size"), config.pop("mode"), **config)
 
