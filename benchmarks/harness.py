@@ -135,8 +135,11 @@ def _run(timed: Timed, number: int) -> float:
     return elapsed / number
 
 
-def measure(functions: Dict[str, Timed], settings: Settings, repeats: Optional[int] = None) -> Dict[str, dict]:
-    """Median seconds per call of each function, measured interleaved; also the spread and counts."""
+def measure(
+    functions: Dict[str, Timed], settings: Settings, repeats: Optional[int] = None, samples: bool = False
+) -> Dict[str, dict]:
+    """Median seconds per call of each function, measured interleaved; also the spread and counts, and with
+    ``samples`` each repeat's seconds per call in order (repeat i of every function ran in the same round)."""
     numbers, counts = {}, {}
     wanted = repeats or settings.repeats
     for key, timed in functions.items():
@@ -144,14 +147,14 @@ def measure(functions: Dict[str, Timed], settings: Settings, repeats: Optional[i
         numbers[key] = max(1, min(100_000, math.ceil(settings.min_time / max(once, 1e-9))))
         affordable = int(settings.budget / max(once * numbers[key], 1e-9))
         counts[key] = max(min(3, wanted), min(wanted, affordable))
-    samples: Dict[str, List[float]] = {key: [] for key in functions}
+    rounds: Dict[str, List[float]] = {key: [] for key in functions}
     keys = list(functions)
     for index in range(max(counts.values())):
         # Every other round in reverse order: whichever function runs first in a round would
         # otherwise always meet the same cache and clock state (a steady few percent on identical code).
         for key in keys if index % 2 == 0 else keys[::-1]:
             if index < counts[key]:
-                samples[key].append(_run(functions[key], numbers[key]))
+                rounds[key].append(_run(functions[key], numbers[key]))
     return {
         key: {
             "median_s": statistics.median(values),
@@ -159,8 +162,9 @@ def measure(functions: Dict[str, Timed], settings: Settings, repeats: Optional[i
             "max_s": max(values),
             "repeats": len(values),
             "number": numbers[key],
+            **({"samples_s": values} if samples else {}),
         }
-        for key, values in samples.items()
+        for key, values in rounds.items()
     }
 
 
