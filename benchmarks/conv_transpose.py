@@ -137,7 +137,7 @@ def measure_paired(functions: dict, settings: harness.Settings) -> dict:
     for key, timed in functions.items():
         once = [harness._run(timed, 1) for _ in range(settings.warmup)][-1]
         numbers[key] = max(1, min(100_000, math.ceil(settings.min_time / max(once, 1e-9))))
-        rounds = min(rounds, max(3, int(settings.budget / max(once * numbers[key], 1e-9))))
+        rounds = min(rounds, max(5, int(settings.budget / max(once * numbers[key], 1e-9))))
     samples: dict = {key: [] for key in functions}
     keys = list(functions)
     for index in range(rounds):
@@ -199,6 +199,7 @@ def run_backend(name: str, quick: bool, only: str) -> dict:
         if "framework" in seconds:
             row["auto_over_framework"] = paired_ratio(samples["auto"], samples["framework"])
             row["correlation_over_framework"] = paired_ratio(samples["correlation"], samples["framework"])
+            row["auto_over_framework_of_medians"] = seconds["auto"] / seconds["framework"]
         rows.append(row)
         cells = "  ".join(f"{key} {harness.fmt_time(value):>9s}" for key, value in seconds.items())
         ratio = f"auto/framework {row['auto_over_framework']:.2f}" if "framework" in seconds else ""

@@ -267,12 +267,18 @@ def _plan_vjp(call: Call) -> Callable[..., Any]:
         )
     be, convert, g = call.backend, call.converter(), geometry.forward
     x_shape, k_shape = call.shape("X"), call.shape("K")
+    # output_padding of at least the stride (a larger dilation allows it) adds output rows no input pixel reaches:
+    # the forward correlation then has more outputs than X has pixels, X reads as zeros there and dX drops them
+    zeros = tuple((0, grown - given) for grown, given in zip(g.out4, geometry.x4))
+    crop = tuple(slice(n) for n in geometry.x4)
 
     def run(X: Any, K: Any, dY: Any) -> Tuple[Any, Any, Any]:
         x, k, dy = convert((X, K, dY))
-        dy, k = be.reshape(dy, g.x4), be.reshape(k, g.k4)
+        dy, k, x = be.reshape(dy, g.x4), be.reshape(k, g.k4), be.reshape(x, geometry.x4)
         dx = be.conv2d(dy, k, None, g)
-        _, dk, _ = gradients.conv2d_vjp(be, dy, k, be.reshape(x, g.out4), g)
+        if g.out4 != geometry.x4:
+            dx, x = dx[crop], be.pad(x, zeros)
+        _, dk, _ = gradients.conv2d_vjp(be, dy, k, x, g)
         dbias = be.sum(dy, (0, 1, 2) if g.channels_last else (0, 2, 3))
         return be.reshape(dx, x_shape), be.reshape(dk, k_shape), dbias
 

@@ -87,6 +87,21 @@ def run(backend_name: Optional[str] = None, plot: Optional[str] = None, out=prin
         backend,
     )
 
+    print("== 14.10 Transposed convolution")
+    B, KB = t([[0.0, 1.0], [2.0, 3.0]]), t([[0.0, 1.0], [2.0, 3.0]])
+    _show("conv_transpose2d(X, K) with X = K = [[0, 1], [2, 3]]:", cl.conv_transpose2d(B, KB), backend)
+    _show("with stride 2:", cl.conv_transpose2d(B, KB, stride=2), backend)
+    _show("with padding 1 (first and last rows and columns removed):", cl.conv_transpose2d(B, KB, padding=1), backend)
+    X10, K20 = t(rng.normal(size=(1, 10, 16, 16))), t(rng.normal(size=(20, 10, 5, 5)))
+    Y20 = cl.conv2d(X10, K20, padding=2, stride=3)
+    back = cl.conv_transpose2d(Y20, K20, padding=2, stride=3)
+    print(f"conv2d of a {tuple(X10.shape)} input, kernel {tuple(K20.shape)}, padding 2, stride 3: {tuple(Y20.shape)}; "
+          f"conv_transpose2d of that, same kernel: {tuple(back.shape)}")  # fmt: skip
+    W = backend.to_numpy(cl.conv_matrix(KB, (3, 3)))
+    from_matrix = (W.T @ backend.to_numpy(B).ravel()).reshape(3, 3)
+    same = np.array_equal(from_matrix, backend.to_numpy(cl.conv_transpose2d(B, KB)))
+    print(f"conv_transpose2d(X, K) == (conv_matrix(K, (3, 3)).T @ X.ravel()).reshape(3, 3): {same}\n")
+
     print("== Exercises")
     diagonal = cl.images.diagonal(6)
     _show("an image with a diagonal edge:", diagonal, backend)

@@ -268,6 +268,7 @@ def _build_cases() -> List[Case]:
                     padding=padding,
                 )
             )
+    cases.extend(_transpose_cases())
     for seed in (0, 1, 2, 3):
         add(
             _case(
@@ -427,6 +428,75 @@ def _nonfinite_cases() -> List[Case]:
                         algorithm=algorithm,
                     )
                 )
+    return cases
+
+
+def _transpose_cases() -> List[Case]:
+    """conv_transpose2d (issue 14): the book's section 14.10 examples, strided, padded (explicit asymmetric pads
+    too), output-padded, dilated, channels-last; integer inputs (exact tier) and random floats (the bound), each
+    also with ``algorithm="correlation"`` (the core's formulation where a backend binds its own op); gradients
+    in closed form (conv_transpose2d_vjp, every backend) and by autodiff (frameworks)."""
+    from convlab.conv_transpose import conv_transpose_geometry
+
+    group = "transposed convolution (conv_transpose2d)"
+    cases: List[Case] = []
+    add = cases.append
+    book = [("X", (2, 2), "ramp", 1), ("K", (2, 2), "ramp", 1)]
+    for label, book_options in (("", {}), ("-stride2", {"stride": 2}), ("-pad1", {"padding": 1})):
+        add(_case(f"transpose/book{label}", group, "conv_transpose2d", book, **book_options))
+    geometries = (  # X (N, C, H, W), K (C, Co, kh, kw), stride, padding, output_padding, dilation
+        ((2, 3, 5, 4), (3, 2, 3, 3), 2, 1, 1, 1),
+        ((1, 2, 4, 4), (2, 3, 4, 4), 2, 1, 0, 1),
+        ((1, 2, 5, 6), (2, 3, 3, 2), (2, 3), ((0, 2), (1, 0)), (1, 2), (1, 2)),
+        ((1, 2, 5, 5), (2, 2, 3, 3), 1, (1, 0), 1, 2),  # output_padding >= stride (the dilation allows it)
+    )
+    for x_shape, k_shape, stride, padding, extra, dilation in geometries:
+        options: Dict[str, Any] = dict(stride=stride, padding=padding, output_padding=extra, dilation=dilation)
+        name = f"{x_shape}/{k_shape}/{stride}/{padding}/{extra}/{dilation}"
+        dY = conv_transpose_geometry(x_shape, k_shape, **options).out
+        for kind, dtype in (("int", "float32"), ("normal", "float32"), ("normal", "float64")):
+            inputs = [("X", x_shape, kind, 1), ("K", k_shape, kind, 1), ("bias", k_shape[1:2], kind, 1)]
+            for algorithm in ("auto", "correlation"):
+                label = f"transpose/{name}/{kind}/{dtype}" + ("" if algorithm == "auto" else f"/{algorithm}")
+                add(_case(label, group, "conv_transpose2d", inputs, dtype, algorithm=algorithm, **options))
+            if dtype == "float64":
+                continue
+            gradient_inputs = inputs[:2] + [("dY", dY, kind, 1)]
+            add(
+                _case(
+                    f"transpose-vjp/{name}/{kind}",
+                    "transposed convolution gradients, closed form (conv_transpose2d_vjp)",
+                    "conv_transpose2d_vjp",
+                    gradient_inputs,
+                    **options,
+                )
+            )
+            for algorithm in ("auto", "correlation"):
+                add(
+                    _case(
+                        f"transpose-autodiff/{name}/{kind}" + ("" if algorithm == "auto" else f"/{algorithm}"),
+                        "transposed convolution gradients, autodiff (X, K, bias)",
+                        "conv_transpose2d_autodiff",
+                        gradient_inputs + inputs[2:],
+                        algorithm=algorithm,
+                        **options,
+                    )
+                )
+    last = [("X", (2, 5, 4, 3), "int", 1), ("K", (3, 3, 2, 3), "int", 1), ("bias", (2,), "int", 1)]
+    for algorithm in ("auto", "correlation"):
+        add(
+            _case(
+                f"transpose/channels-last/{algorithm}",
+                group,
+                "conv_transpose2d",
+                last,
+                stride=2,
+                padding=1,
+                output_padding=1,
+                data_format="channels_last",
+                algorithm=algorithm,
+            )
+        )
     return cases
 
 

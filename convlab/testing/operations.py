@@ -89,6 +89,19 @@ def _run_train(backend: cl.Backend, tensors: Dict[str, Any], kwargs: dict) -> An
 # -- the references -----------------------------------------------------------------------------------
 
 
+def _run_transpose(backend: cl.Backend, tensors: Dict[str, Any], kwargs: dict) -> Any:
+    return cl.conv_transpose2d(*tensors.values(), backend=backend, **kwargs)
+
+
+def _run_transpose_vjp(backend: cl.Backend, tensors: Dict[str, Any], kwargs: dict) -> Any:
+    return cl.conv_transpose2d_vjp(tensors["X"], tensors["K"], tensors["dY"], backend=backend, **kwargs)
+
+
+def _run_transpose_autodiff(backend: cl.Backend, tensors: Dict[str, Any], kwargs: dict) -> Any:
+    forward = lambda p: cl.conv_transpose2d(p[0], p[1], p[2], backend=backend, **kwargs)  # noqa: E731
+    return _loss_gradient(backend, forward, [tensors["X"], tensors["K"], tensors["bias"]], tensors["dY"])
+
+
 def _reference_named(op: str) -> Callable[..., Outputs]:
     def reference(
         arrays: Dict[str, np.ndarray], absolute: Dict[str, np.ndarray], kwargs: dict, dtype: str, integer: bool
@@ -147,6 +160,34 @@ def _reference_train(arrays, absolute, kwargs, dtype, integer) -> Outputs:
     ]
 
 
+def _transpose_counts(K: np.ndarray, data_format: str) -> Tuple[int, int, int]:
+    """(C, Co, kh * kw) of a conv_transpose2d kernel: (C, Co, kh, kw), or (kh, kw, Co, C) channels-last."""
+    if K.ndim == 2:
+        return 1, 1, int(K.size)
+    if data_format == "channels_last":
+        return int(K.shape[3]), int(K.shape[2]), int(K.shape[0] * K.shape[1])
+    return int(K.shape[0]), int(K.shape[1]), int(K.shape[2] * K.shape[3])
+
+
+def _reference_transpose(arrays, absolute, kwargs, dtype, integer) -> Outputs:
+    value = cl.conv_transpose2d(*arrays.values(), backend="numpy", **kwargs)
+    magnitude = cl.conv_transpose2d(*absolute.values(), backend="numpy", **kwargs)
+    in_channels, _, taps = _transpose_counts(arrays["K"], kwargs.get("data_format", "channels_first"))
+    exact = integer and _finite_max(magnitude) < EXACT_LIMIT
+    return [value], [None if exact else conv_bound(magnitude, in_channels * taps + ("bias" in arrays), dtype)]
+
+
+def _reference_transpose_vjp(arrays, absolute, kwargs, dtype, integer) -> Outputs:
+    geometry = {key: value for key, value in kwargs.items() if key != "algorithm"}
+    value = cl.conv_transpose2d_vjp(arrays["X"], arrays["K"], arrays["dY"], backend="numpy", **geometry)
+    magnitude = cl.conv_transpose2d_vjp(absolute["X"], absolute["K"], absolute["dY"], backend="numpy", **geometry)
+    in_channels, out_channels, taps = _transpose_counts(arrays["K"], geometry.get("data_format", "channels_first"))
+    # dX = conv2d(dY, K): Co*kh*kw products; dK: one per input pixel; dbias: one per output pixel
+    counts = (out_channels * taps, arrays["X"].size // in_channels, arrays["dY"].size // out_channels)
+    exact = integer and max(_finite_max(m) for m in magnitude) < EXACT_LIMIT
+    return list(value), [None if exact else bound for bound in conv_vjp_bounds(magnitude, counts, dtype)]
+
+
 _CONV_OPS = ("conv2d", "corr2d", "corr2d_multi_in", "corr2d_multi_in_out", "corr2d_multi_in_out_1x1", "corr2d_matmul")
 
 #: op name -> how to run it and its reference
@@ -157,6 +198,9 @@ OPERATIONS: Dict[str, Operation] = {
     "conv2d_autodiff": Operation(_run_conv_autodiff, _reference_conv_vjp, autodiff=True),
     "pool2d_autodiff": Operation(_run_pool_autodiff, _reference_pool_autodiff, autodiff=True),
     "train_kernel": Operation(_run_train, _reference_train),
+    "conv_transpose2d": Operation(_run_transpose, _reference_transpose),
+    "conv_transpose2d_vjp": Operation(_run_transpose_vjp, _reference_transpose_vjp),
+    "conv_transpose2d_autodiff": Operation(_run_transpose_autodiff, _reference_transpose_vjp, autodiff=True),
 }
 
 

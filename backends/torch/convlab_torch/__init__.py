@@ -20,6 +20,7 @@ import numpy as np
 import convlab
 from convlab import algorithms, rules
 from convlab.backend import Backend, Pads, Pair
+from convlab.conv_transpose import TransposeGeometry, transpose_primitive
 from convlab.geometry import ConvGeometry, PoolGeometry, taps
 from convlab.layers import lazy_classes
 
@@ -28,6 +29,9 @@ __all__ = ["TorchBackend", "TorchConv2D", "TorchPool2D"]
 #: output bytes per row block of the in-place shift-and-accumulate: block and input rows stay in the 2 MB L2
 #: (measured at 2048^2, one thread: 64 KB blocks 24.7 ms, 512 KB 13.6 ms, 2 MB 21.8 ms, whole image 30.8 ms)
 SHIFT_BLOCK_BYTES = 512 * 1024
+#: conv_transpose2d at stride 1 with at most this many (input, output) channel pairs keeps the core's formulation
+#: (benchmarks/conv_transpose.py: the same bound as conv_rules' shift rule, measured again for the transposed op)
+TRANSPOSE_CORRELATION_PAIRS = 4
 
 
 def _native_padding(geometry: Union[ConvGeometry, PoolGeometry]) -> Any:
@@ -212,6 +216,27 @@ class TorchBackend(Backend):
             y = algorithms.divide(self, sums, g, channels_last=False)
         return y.permute(0, 2, 3, 1) if g.channels_last else y
 
+    def conv_transpose2d(self, x: Any, k: Any, bias: Any, geometry: TransposeGeometry) -> Any:
+        """``convlab.conv_transpose2d``'s binding: ``torch.conv_transpose2d`` where it beats the core's formulation.
+
+        benchmarks/conv_transpose.py (one thread, results/conv_transpose.md): at stride 1 with at most 4 channel
+        pairs torch's transposed op is slower than the core's correlation (torch.conv2d of the padded input with
+        the flipped kernel: C1->1 2.5-3.5x, C2->2 512^2 11.2 vs 7.1 ms; C4->4 ties, C8->8 torch's wins), so that
+        keeps the core's; strided or with more channels torch's own wins (stride 2, 3x3: up to 4x). torch pads
+        symmetrically only: other pads run it with the smaller pad of each axis (output_padding where the larger
+        crop needs rows past the full result) and crop the rest.
+        """
+        plan = _transpose_plan(geometry)
+        if plan is None:
+            return transpose_primitive(self, x, k, bias, geometry)
+        stride, padding, extra, dilation, crop, channels_last = plan
+        if channels_last:  # NHWC / (kh, kw, Co, C) as NCHW / (C, Co, kh, kw) views
+            x, k = x.permute(0, 3, 1, 2), k.permute(3, 2, 0, 1)
+        y = self._torch.conv_transpose2d(x, k, bias, stride, padding, extra, 1, dilation)
+        if crop is not None:
+            y = y[crop]
+        return y.permute(0, 2, 3, 1) if channels_last else y
+
     def conv2d_shift(self, x: Any, k: Any, bias: Any, geometry: ConvGeometry) -> Any:
         if self._torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, k, bias)):
             return super().conv2d_shift(x, k, bias, geometry)  # autograd: out of place
@@ -295,6 +320,26 @@ def _repaired_max_pool() -> Callable[[Any, PoolGeometry], Any]:
             return dx, None
 
     return RepairedMaxPool.apply
+
+
+@functools.lru_cache(maxsize=1024)
+def _transpose_plan(geometry: TransposeGeometry) -> Any:
+    """torch.conv_transpose2d's (stride, padding, output_padding, dilation) for the geometry, the crop of its result
+    and the layout, worked out once per geometry; None where the core's formulation runs instead."""
+    g = geometry.forward
+    if g.stride == (1, 1) and g.in_channels * g.out_channels <= TRANSPOSE_CORRELATION_PAIRS:
+        return None
+    (top, bottom), (left, right) = g.pads
+    extra, crop = geometry.output_padding, None
+    if g.symmetric_pads:
+        padding = (top, left)
+    else:  # rows [before, full + extra - after) of the full result, from torch's [p, full - p + a)
+        padding = (min(top, bottom), min(left, right))
+        extra = tuple(max(0, e - (after - p)) for e, (_, after), p in zip(extra, g.pads, padding))
+        (height, width), (h0, w0) = g.in_hw, (top - padding[0], left - padding[1])
+        crop = (slice(None), slice(None), slice(h0, h0 + height), slice(w0, w0 + width))
+    compact = (_compact(g.stride), _compact(padding), _compact(extra), _compact(g.dilation))
+    return compact + (crop, g.channels_last)
 
 
 def _shift_in_place(torch, functional, x, k, bias, geometry: ConvGeometry):

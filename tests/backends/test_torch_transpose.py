@@ -1,0 +1,159 @@
+"""conv_transpose2d on torch: against torch.nn.functional.conv_transpose2d, autograd against the closed-form VJP,
+and ConvTranspose2D as an nn.Module trained one step with torch.optim."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import reference
+import transpose_cases as tc
+
+import convlab as cl
+
+torch = pytest.importorskip("torch")
+try:
+    cl.get_backend("torch")
+except cl.BackendNotAvailableError as error:
+    pytest.skip(f"convlab-torch not installed: {error}", allow_module_level=True)
+
+F = torch.nn.functional
+
+
+def torch_transpose(X, K, bias, stride, pads, dilation, output_padding):
+    """torch's own transposed convolution; asymmetric pads crop its full result (torch pads symmetrically)."""
+    x, k = torch.from_numpy(X), torch.from_numpy(K)
+    b = None if bias is None else torch.from_numpy(bias)
+    if tc.symmetric(pads):
+        padding = tuple(p for p, _ in pads)
+        return F.conv_transpose2d(x, k, b, stride, padding, output_padding, 1, dilation).numpy()
+    full = F.conv_transpose2d(x, k, None, stride, 0, 0, 1, dilation).numpy()
+    out_hw = cl.conv_transpose2d(
+        X, K, stride=stride, padding=pads, dilation=dilation, output_padding=output_padding
+    ).shape[2:]
+    y = tc.crop_full(full, pads, out_hw)
+    return y if bias is None else y + bias.reshape(1, -1, 1, 1)
+
+
+@pytest.mark.parametrize("case", tc.GEOMETRIES, ids=tc.IDS)
+@pytest.mark.parametrize("data_format", ["channels_first", "channels_last"])
+@pytest.mark.parametrize("algorithm", ["auto", "correlation"])
+def test_equals_torchs_conv_transpose2d_on_integers(case, data_format, algorithm):
+    _, x_shape, k_shape, stride, pads, dilation, extra = case
+    rng = np.random.default_rng(len(case[0]))
+    X, K, bias = tc.integers(rng, x_shape), tc.integers(rng, k_shape), tc.integers(rng, k_shape[1:2])
+    expected = torch_transpose(X, K, bias, stride, pads, dilation, extra)
+    x, k = (tc.to_last(X), tc.to_last(K, kernel=True)) if data_format == "channels_last" else (X, K)
+    geometry = tc.options(stride, pads, dilation, extra, data_format)
+    y = cl.conv_transpose2d(
+        torch.from_numpy(x), torch.from_numpy(k), torch.from_numpy(bias), algorithm=algorithm, **geometry
+    )
+    assert isinstance(y, torch.Tensor) and y.dtype == torch.float32
+    y = y.numpy()
+    np.testing.assert_array_equal(y.transpose(0, 3, 1, 2) if data_format == "channels_last" else y, expected)
+
+
+@pytest.mark.parametrize("case", tc.GEOMETRIES, ids=tc.IDS)
+def test_float64_random_within_the_bound_of_torchs_op(case):
+    _, x_shape, k_shape, stride, pads, dilation, extra = case
+    rng = np.random.default_rng(7)
+    X, K = rng.standard_normal(x_shape), rng.standard_normal(k_shape)
+    geometry = tc.options(stride, pads, dilation, extra)
+    y = cl.conv_transpose2d(torch.from_numpy(X), torch.from_numpy(K), **geometry)
+    assert y.dtype == torch.float64
+    exact = reference.conv_transpose2d(X, K, None, stride, pads, dilation, extra)
+    bound = tc.forward_bound(X, K, None, geometry, "float64")
+    reference.assert_within_bound(y.numpy(), exact, bound, "convlab")
+    reference.assert_within_bound(torch_transpose(X, K, None, stride, pads, dilation, extra), exact, bound, "torch")
+
+
+@pytest.mark.parametrize("case", tc.GEOMETRIES, ids=tc.IDS)
+@pytest.mark.parametrize("data_format", ["channels_first", "channels_last"])
+@pytest.mark.parametrize("algorithm", ["auto", "correlation"])
+def test_autograd_equals_the_closed_form_vjp(case, data_format, algorithm):
+    _, x_shape, k_shape, stride, pads, dilation, extra = case
+    rng = np.random.default_rng(11)
+    X, K = rng.standard_normal(x_shape).astype(np.float32), rng.standard_normal(k_shape).astype(np.float32)
+    bias = rng.standard_normal(k_shape[1:2]).astype(np.float32)
+    if data_format == "channels_last":
+        X, K = tc.to_last(X), tc.to_last(K, kernel=True)
+    geometry = tc.options(stride, pads, dilation, extra, data_format)
+    x, k, b = (torch.from_numpy(a).requires_grad_(True) for a in (X, K, bias))
+    y = cl.conv_transpose2d(x, k, b, algorithm=algorithm, **geometry)
+    dY = rng.standard_normal(tuple(y.shape)).astype(np.float32)
+    grads = torch.autograd.grad((y * torch.from_numpy(dY)).sum(), (x, k, b))
+    tc.check_gradients([g.numpy() for g in grads], X, K, dY, geometry, f"autograd ({algorithm})")
+    closed = cl.conv_transpose2d_vjp(torch.from_numpy(X), torch.from_numpy(K), torch.from_numpy(dY), **geometry)
+    assert all(isinstance(g, torch.Tensor) for g in closed)
+    tc.check_gradients([g.numpy() for g in closed], X, K, dY, geometry, "conv_transpose2d_vjp")
+
+
+def test_autograd_equals_the_closed_form_exactly_on_integers():
+    rng = np.random.default_rng(3)
+    X, K = tc.integers(rng, (2, 3, 5, 4)), tc.integers(rng, (3, 2, 3, 3))
+    geometry = tc.options((2, 2), ((1, 1), (1, 1)), (1, 1), (1, 1))
+    x, k = torch.from_numpy(X).requires_grad_(True), torch.from_numpy(K).requires_grad_(True)
+    y = cl.conv_transpose2d(x, k, **geometry)
+    dY = torch.from_numpy(tc.integers(rng, tuple(y.shape)))
+    dX, dK = torch.autograd.grad(y, (x, k), dY)
+    closed = cl.conv_transpose2d_vjp(torch.from_numpy(X), torch.from_numpy(K), dY, **geometry)
+    assert torch.equal(closed[0], dX) and torch.equal(closed[1], dK)
+    assert torch.equal(closed[2], dY.sum(dim=(0, 2, 3)))
+
+
+@pytest.mark.parametrize(
+    "x_shape, k_shape, stride, core",
+    [
+        ((1, 1, 6, 6), (1, 1, 3, 3), 1, True),  # few channel pairs at stride 1: the core's correlation is faster
+        ((1, 2, 6, 6), (2, 2, 3, 3), 1, True),
+        ((1, 4, 6, 6), (4, 4, 3, 3), 1, False),
+        ((1, 1, 6, 6), (1, 1, 3, 3), 2, False),  # strided: torch's own
+    ],
+)
+def test_binding_keeps_the_core_formulation_where_it_is_faster(monkeypatch, x_shape, k_shape, stride, core):
+    """benchmarks/conv_transpose.py's verdicts, as the binding applies them (algorithm "native" = "auto")."""
+    import convlab_torch
+
+    calls = []
+    real = convlab_torch.transpose_primitive
+    monkeypatch.setattr(convlab_torch, "transpose_primitive", lambda *a: calls.append(a) or real(*a))
+    X, K = torch.ones(x_shape), torch.ones(k_shape)
+    y = cl.conv_transpose2d(X, K, stride=stride, padding=1, algorithm="native")
+    assert bool(calls) is core
+    torch.testing.assert_close(y, cl.conv_transpose2d(X, K, stride=stride, padding=1, algorithm="correlation"))
+
+
+def test_layer_is_a_module_and_trains_one_step_with_torch_optim():
+    layer = cl.ConvTranspose2D(3, 2, 3, stride=2, padding=1, output_padding=1, seed=4, backend="torch")
+    assert isinstance(layer, torch.nn.Module)
+    assert [name for name, _ in layer.named_parameters()] == ["weight", "bias"]
+    assert tuple(layer.weight.shape) == (2, 3, 3, 3) and "conv_transpose2d" in repr(layer)
+    X = np.random.default_rng(0).standard_normal((2, 2, 4, 5)).astype(np.float32)
+    target = tc.sgd_target((2, 3, 8, 10))
+    weight, bias = layer.weight.detach().numpy().copy(), layer.bias.detach().numpy().copy()
+    optimizer = torch.optim.SGD(layer.parameters(), lr=1e-3)
+    y = layer(torch.from_numpy(X))
+    loss = ((y - torch.from_numpy(target)) ** 2).sum()
+    loss.backward()
+    grads = (layer.weight.grad.numpy().copy(), layer.bias.grad.numpy().copy())
+    dY = 2 * (y.detach().numpy() - target)
+    optimizer.step()
+    with torch.no_grad():
+        assert ((layer(torch.from_numpy(X)) - torch.from_numpy(target)) ** 2).sum().item() < loss.item()
+    geometry = tc.options((2, 2), ((1, 1), (1, 1)), (1, 1), (1, 1))
+    expected, bounds = tc.vjp_reference_and_bounds(X, weight, dY, geometry)
+    reference.assert_within_bound(grads[0], expected[1], bounds[1], "weight gradient")
+    reference.assert_within_bound(grads[1], expected[2], bounds[2], "bias gradient")
+    np.testing.assert_allclose(layer.weight.detach().numpy(), weight - 1e-3 * grads[0], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(layer.bias.detach().numpy(), bias - 1e-3 * grads[1], rtol=1e-6, atol=1e-7)
+
+
+def test_layer_channels_last_and_state_dict():
+    first = cl.ConvTranspose2D(2, 2, 3, stride=2, seed=1, backend="torch")
+    last = cl.ConvTranspose2D(2, 2, 3, stride=2, seed=1, data_format="channels_last", backend="torch")
+    assert tuple(last.weight.shape) == (2, 2, 3, 2)
+    X = torch.from_numpy(np.random.default_rng(2).standard_normal((1, 2, 3, 4)).astype(np.float32))
+    y_first, y_last = first(X), last(X.permute(0, 2, 3, 1))
+    torch.testing.assert_close(y_last, y_first.permute(0, 2, 3, 1), rtol=1e-6, atol=1e-6)
+    twin = cl.ConvTranspose2D(2, 2, 3, stride=2, seed=9, backend="torch")
+    twin.load_state_dict(first.state_dict())
+    assert torch.equal(twin(X), y_first)
