@@ -166,6 +166,33 @@ def transpose_primitive(be: Any, x: Any, k: Any, bias: Any, geometry: TransposeG
     return add_bias(be, y, bias, g.channels_last)
 
 
+@functools.lru_cache(maxsize=1024)
+def stride_one_correlation(geometry: TransposeGeometry) -> Optional[ConvGeometry]:
+    """At stride 1 the transposed convolution is one correlation in the call's own layout: of X, padded by
+    ``dilation * (k - 1) - pad`` before and that plus output_padding after, with the flipped kernel read with
+    its channel axes swapped (:func:`correlation_kernel`). That correlation's geometry, or None where it does
+    not apply (a stride above 1, or a pad larger than ``dilation * (k - 1)``, which would crop)."""
+    g = geometry.forward
+    if g.stride != (1, 1):
+        return None
+    pads = tuple(
+        (d * (w - 1) - before, d * (w - 1) - after + extra)
+        for d, w, (before, after), extra in zip(g.dilation, g.window, g.pads, geometry.output_padding)
+    )
+    if min(min(p) for p in pads) < 0:
+        return None
+    k4 = (g.k4[0], g.k4[1], g.k4[3], g.k4[2]) if g.channels_last else (g.k4[1], g.k4[0], g.k4[2], g.k4[3])
+    data_format = "channels_last" if g.channels_last else "channels_first"
+    return conv_geometry(geometry.x4, k4, padding=pads, dilation=g.dilation, data_format=data_format)
+
+
+def correlation_kernel(be: Any, k: Any, geometry: TransposeGeometry) -> Any:
+    """The kernel of :func:`stride_one_correlation`: K flipped, its channel axes swapped, in the call's layout."""
+    if geometry.forward.channels_last:  # (kh, kw, Co, C) -> HWIO (kh, kw, C, Co)
+        return be.flip(be.transpose(k, (0, 1, 3, 2)), (0, 1))
+    return be.flip(be.transpose(k, (1, 0, 2, 3)), (2, 3))  # (C, Co, kh, kw) -> OIHW (Co, C, kh, kw)
+
+
 def conv_transpose2d(
     X: Any,
     K: Any,

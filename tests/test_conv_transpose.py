@@ -62,6 +62,39 @@ def test_exact_against_the_oracle(backend, geometry, data_format, algorithm):
     np.testing.assert_array_equal(y, expected)
 
 
+STRIDE_ONE = [  # padding, dilation, output_padding; the last two pad more than dilation * (k - 1): a crop, so None
+    (0, 1, 0), (1, 1, 0), (((0, 2), (1, 0)), 1, 0), ((1, 0), 2, 1), (((3, 0), (1, 2)), (2, 3), (1, 2)),
+    (3, 1, 0), (((0, 0), (0, 3)), (2, 1), 0),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("padding, dilation, output_padding", STRIDE_ONE, ids=str)
+@pytest.mark.parametrize("data_format", ["channels_first", "channels_last"])
+def test_stride_one_correlation_is_the_oracle(backend, padding, dilation, output_padding, data_format):
+    from convlab.conv_transpose import conv_transpose_geometry, correlation_kernel, stride_one_correlation
+
+    rng = np.random.default_rng(5)
+    X, K = rng.integers(-4, 5, (2, 3, 6, 7)).astype(np.float32), rng.integers(-4, 5, (3, 2, 3, 3)).astype(np.float32)
+    bias = np.array([1.0, -2.0], np.float32)
+    x, k = (X.transpose(0, 2, 3, 1), K.transpose(2, 3, 1, 0)) if data_format == "channels_last" else (X, K)
+    options = dict(padding=padding, dilation=dilation, output_padding=output_padding)
+    geometry = conv_transpose_geometry(x.shape, k.shape, data_format=data_format, **options)
+    inner = stride_one_correlation(geometry)
+    (top, bottom), (left, right) = geometry.forward.pads
+    if max(top, bottom) > 2 * geometry.forward.dilation[0] or max(left, right) > 2 * geometry.forward.dilation[1]:
+        assert inner is None, inner
+        return
+    assert inner is not None and inner.out4 == geometry.out4
+    xt, kt, bt = (backend.asarray(a, "float32") for a in (x, k, bias))
+    y = backend.to_numpy(backend.conv2d(xt, correlation_kernel(backend, kt, geometry), bt, inner))
+    y = y.transpose(0, 3, 1, 2) if data_format == "channels_last" else y
+    pair = lambda v: v if isinstance(v, tuple) else (v, v)  # noqa: E731
+    expected = reference.conv_transpose2d(
+        X, K, bias, (1, 1), geometry.forward.pads, pair(dilation), pair(output_padding)
+    )
+    np.testing.assert_array_equal(y, expected)
+
+
 @settings(max_examples=40, deadline=None)
 @given(
     stride=st.tuples(st.integers(1, 3), st.integers(1, 3)),

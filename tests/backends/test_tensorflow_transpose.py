@@ -164,8 +164,10 @@ def test_layer_in_a_keras_model_trains_with_fit():
         ((1, 6, 6, 1), (3, 3, 1, 1), 2, 1, 1, False),
         ((1, 6, 6, 1), (3, 3, 1, 1), 2, 0, 2, False),  # dilated: the kernel spelled out
         ((1, 6, 6, 1), (3, 3, 1, 1), 1, 1, 2, True),  # output_padding >= stride: TF has no such op
-        ((1, 256, 256, 16), (3, 3, 16, 16), 1, 0, 1, True),  # stride 1, many channels, large: the core is faster
+        ((1, 256, 256, 16), (3, 3, 16, 16), 1, 0, 1, True),  # stride 1, many channels: one Conv2D is faster
+        ((1, 128, 128, 8), (3, 3, 8, 8), 1, 0, 1, True),
         ((1, 512, 512, 4), (3, 3, 4, 4), 1, 0, 1, True),
+        ((1, 256, 256, 4), (3, 3, 4, 4), 1, 0, 1, False),
     ],
 )
 def test_binding_keeps_the_core_formulation_where_needed(
@@ -174,8 +176,9 @@ def test_binding_keeps_the_core_formulation_where_needed(
     import convlab_tensorflow
 
     calls = []
-    real = convlab_tensorflow.transpose_primitive
-    monkeypatch.setattr(convlab_tensorflow, "transpose_primitive", lambda *a: calls.append(a) or real(*a))
+    for name in ("transpose_primitive", "correlation_kernel"):  # the core's formulation, or its stride-1 correlation
+        real = getattr(convlab_tensorflow, name)
+        monkeypatch.setattr(convlab_tensorflow, name, lambda *a, real=real: calls.append(a) or real(*a))
     options = dict(stride=stride, padding=1, output_padding=output_padding, dilation=dilation)
     X, K = tf.ones(x_shape), tf.ones(k_shape)
     y = cl.conv_transpose2d(X, K, data_format="channels_last", **options)

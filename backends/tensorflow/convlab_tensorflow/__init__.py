@@ -30,7 +30,13 @@ import numpy as np
 
 from convlab import algorithms, rules
 from convlab.backend import Backend, Pads, Pair
-from convlab.conv_transpose import TransposeGeometry, conv_transpose_geometry, transpose_primitive
+from convlab.conv_transpose import (
+    TransposeGeometry,
+    conv_transpose_geometry,
+    correlation_kernel,
+    stride_one_correlation,
+    transpose_primitive,
+)
 from convlab.dispatch import prepare
 from convlab.errors import ConvlabError
 from convlab.geometry import ConvGeometry, PoolGeometry, conv_geometry, pool_geometry, resolve_pads
@@ -228,14 +234,17 @@ class TensorflowBackend(Backend):
         output's shape given, explicit pads and output_padding included. Channels-first data moves to NHWC and
         back (TF's CPU kernel is NHWC only); dilated kernels are spelled out (:meth:`_dilate`: TF's CPU kernel
         refuses dilation rates above 1). benchmarks/conv_transpose.py (one thread): at stride 2 it is 3-10x
-        faster than the core's formulation, and at stride 1 with few channels or small images 1.3-3x; at stride
-        1 with many channels on large images (:func:`_transpose_by_correlation`) the core's Conv2D of the padded
-        input is up to 2.7x faster, and runs there.
+        faster than the core's formulation, and at stride 1 with one to four channels 1.2-1.9x faster than one
+        Conv2D; at stride 1 with 8 channels or more (:func:`_transpose_by_correlation`) that Conv2D, in the call's
+        own layout (:func:`convlab.conv_transpose.stride_one_correlation`), is 1.4-4x faster, and runs there.
         """
         g = geometry.forward
-        # output_padding >= stride: no correlation of the output has X's shape, so TF's op cannot express it
+        # why: output_padding >= stride has no conv2d_transpose (no correlation of the output has X's shape)
         if g.out4 != geometry.x4 or _transpose_by_correlation(g):
-            return transpose_primitive(self, x, k, bias, geometry)
+            inner = stride_one_correlation(geometry)
+            if inner is None:
+                return transpose_primitive(self, x, k, bias, geometry)
+            return self.conv2d(x, correlation_kernel(self, k, geometry), bias, inner)
         if not g.channels_last:  # K (C, Co, kh, kw) is the forward correlation's OIHW kernel
             x, k = self._move_axes(x, geometry.x4, NCHW_TO_NHWC), self._move_axes(k, g.k4, OIHW_TO_HWIO)
         if g.dilation != (1, 1):
@@ -433,11 +442,13 @@ def _register_with_autograph(*packages: str) -> None:
 
 @functools.lru_cache(maxsize=1024)
 def _transpose_by_correlation(forward: ConvGeometry) -> bool:
-    """Whether the core's conv_transpose2d formulation beats Conv2DBackpropInput (one thread, 3x3 and 4x4, stride 1):
-    C16->16 at 256^2 output pixels 25 ms vs 50, 512^2 95 vs 198, C8->8 512^2 46 vs 100, C4->4 512^2 37 vs 48;
-    Conv2DBackpropInput wins C8->8 256^2 (12 vs 15), C16->16 128^2 (3.9 vs 6.4) and one or two channels."""
+    """Whether the core's stride-1 correlation (one Conv2D, :func:`convlab.conv_transpose.stride_one_correlation`)
+    beats Conv2DBackpropInput, TF's CPU kernel of conv2d_transpose (one thread, 3x3 and 4x4, NHWC): C16->16 128^2
+    2.5 ms vs 4.2, 256^2 9.1 vs 37; C8->8 128^2 1.2 vs 1.7, 256^2 6.3 vs 19; C4->4 512^2 34 vs 58. Conv2DBackpropInput
+    wins one to four channels below 512^2 (C1->1 512^2 15 vs 20, C4->4 256^2 5.6 vs 6.8)."""
     pairs, pixels = forward.in_channels * forward.out_channels, forward.batch * forward.in_hw[0] * forward.in_hw[1]
-    return forward.stride == (1, 1) and (pairs * pixels >= 2**24 or (pairs >= 16 and pixels >= 2**18))
+    many = (pairs >= 64 and pixels >= 2**14) or (pairs >= 16 and pixels >= 2**18) or pairs * pixels >= 2**24
+    return forward.stride == (1, 1) and many
 
 
 def _nhwc_attributes(stride: Pair, pads: Pads) -> Tuple[list, str, list]:
