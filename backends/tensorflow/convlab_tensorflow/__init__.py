@@ -451,6 +451,7 @@ def _transpose_by_correlation(forward: ConvGeometry) -> bool:
     return forward.stride == (1, 1) and many
 
 
+@functools.lru_cache(maxsize=1024)
 def _nhwc_attributes(stride: Pair, pads: Pads) -> Tuple[list, str, list]:
     """The strides, padding and explicit_paddings attributes of TF's NHWC Conv2D op."""
     (top, bottom), (left, right) = pads
