@@ -163,7 +163,7 @@ class TorchBackend(Backend):
     def conv2d(self, x: Any, k: Any, bias: Any, geometry: ConvGeometry) -> Any:
         g = geometry
         if g.channels_last:  # NHWC/HWIO as NCHW/OIHW views: torch's conv runs natively on channels_last memory
-            x, k = x.permute(0, 3, 1, 2), k.permute(3, 2, 0, 1)
+            x, k = x.permute(0, 3, 1, 2), k.permute(3, 2, 0, 1).contiguous()
         padding = _native_padding(g)
         if padding is None:
             x, padding = self._functional.pad(x, _flat_pads(g.pads)), 0
@@ -231,7 +231,9 @@ class TorchBackend(Backend):
             return transpose_primitive(self, x, k, bias, geometry)
         stride, padding, extra, dilation, crop, channels_last = plan
         if channels_last:  # NHWC / (kh, kw, Co, C) as NCHW / (C, Co, kh, kw) views
-            x, k = x.permute(0, 3, 1, 2), k.permute(3, 2, 0, 1)
+            # why: with a permuted (non-contiguous) weight, torch's backward can fail with "grad_weight needs to
+            # be contiguous" (NHWC input, one channel: tests/test_conv_transpose.py); the kernel is small to copy
+            x, k = x.permute(0, 3, 1, 2), k.permute(3, 2, 0, 1).contiguous()
         y = self._torch.conv_transpose2d(x, k, bias, stride, padding, extra, 1, dilation)
         if crop is not None:
             y = y[crop]
