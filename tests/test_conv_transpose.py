@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import reference
+import transpose_cases as tc
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -163,3 +164,50 @@ def test_bad_input(kwargs, message):
 def test_channel_mismatch_names_the_shapes():
     with pytest.raises(cl.ConvlabValueError, match=r"X has 3 channels but K expects 2.*\(1, 3, 3, 3\)"):
         cl.conv_transpose2d(np.ones((1, 3, 3, 3)), np.ones((2, 4, 2, 2)))
+
+
+# -- every backend, on the geometries of tests/transpose_cases.py (framework-specific behaviour: tests/backends/) --
+
+
+@pytest.mark.parametrize("case", tc.GEOMETRIES, ids=tc.IDS)
+def test_float64_random_within_the_bound(backend, supports_float64, case):
+    if not supports_float64:
+        pytest.skip(f"{backend.name}: float64 is off")
+    _, x_shape, k_shape, stride, pads, dilation, extra = case
+    rng = np.random.default_rng(7)
+    X, K = rng.standard_normal(x_shape), rng.standard_normal(k_shape)
+    geometry = tc.options(stride, pads, dilation, extra)
+    y = cl.conv_transpose2d(backend.asarray(X, "float64"), backend.asarray(K, "float64"), **geometry)
+    assert backend.dtype_name(y) == "float64"
+    exact = reference.conv_transpose2d(X, K, None, stride, pads, dilation, extra)
+    bound = tc.forward_bound(X, K, None, geometry, "float64")
+    reference.assert_within_bound(backend.to_numpy(y), exact, bound, backend.name)
+
+
+@pytest.mark.parametrize("case", tc.GEOMETRIES, ids=tc.IDS)
+@pytest.mark.parametrize("data_format", ["channels_first", "channels_last"])
+@pytest.mark.parametrize("algorithm", ["auto", "correlation"])
+def test_autodiff_and_the_closed_form_vjp_within_the_bound(backend, case, data_format, algorithm):
+    """The framework's autodiff through either formulation, and conv_transpose2d_vjp on the backend's tensors."""
+    if not backend.has_autodiff:
+        pytest.skip(f"{backend.name} has no automatic differentiation")
+    _, x_shape, k_shape, stride, pads, dilation, extra = case
+    rng = np.random.default_rng(11)
+    X, K = rng.standard_normal(x_shape).astype(np.float32), rng.standard_normal(k_shape).astype(np.float32)
+    bias = rng.standard_normal(k_shape[1:2]).astype(np.float32)
+    if data_format == "channels_last":
+        X, K = tc.to_last(X), tc.to_last(K, kernel=True)
+    geometry = tc.options(stride, pads, dilation, extra, data_format)
+    dY = rng.standard_normal(cl.conv_transpose2d(X, K, **geometry).shape).astype(np.float32)
+    x, k, b, dy = (backend.asarray(a, "float32") for a in (X, K, bias, dY))
+    axes = tuple(range(dY.ndim))
+
+    def loss(params):
+        y = cl.conv_transpose2d(params[0], params[1], params[2], algorithm=algorithm, **geometry)
+        return backend.sum(y * dy, axes)
+
+    _, grads = backend.value_and_grad(loss)([x, k, b])
+    tc.check_gradients([backend.to_numpy(g) for g in grads], X, K, dY, geometry, f"autodiff ({algorithm})")
+    closed = cl.conv_transpose2d_vjp(x, k, dy, **geometry)
+    assert all(backend.is_tensor(g) for g in closed)
+    tc.check_gradients([backend.to_numpy(g) for g in closed], X, K, dY, geometry, "conv_transpose2d_vjp")

@@ -60,42 +60,6 @@ def test_equals_mxnets_deconvolution_on_integers(case, data_format, algorithm):
     np.testing.assert_array_equal(y.transpose(0, 3, 1, 2) if data_format == "channels_last" else y, expected)
 
 
-@pytest.mark.parametrize("case", tc.GEOMETRIES, ids=tc.IDS)
-def test_float64_random_within_the_bound(case):
-    _, x_shape, k_shape, stride, pads, dilation, extra = case
-    rng = np.random.default_rng(7)
-    X, K = rng.standard_normal(x_shape), rng.standard_normal(k_shape)
-    geometry = tc.options(stride, pads, dilation, extra)
-    y = cl.conv_transpose2d(mnp.array(X, dtype="float64"), mnp.array(K, dtype="float64"), **geometry)
-    assert y.dtype == np.float64
-    exact = reference.conv_transpose2d(X, K, None, stride, pads, dilation, extra)
-    reference.assert_within_bound(y.asnumpy(), exact, tc.forward_bound(X, K, None, geometry, "float64"), "convlab")
-
-
-@pytest.mark.parametrize("case", tc.GEOMETRIES, ids=tc.IDS)
-@pytest.mark.parametrize("data_format", ["channels_first", "channels_last"])
-@pytest.mark.parametrize("algorithm", ["auto", "correlation"])
-def test_autograd_equals_the_closed_form_vjp(case, data_format, algorithm):
-    _, x_shape, k_shape, stride, pads, dilation, extra = case
-    rng = np.random.default_rng(11)
-    X, K = rng.standard_normal(x_shape).astype(np.float32), rng.standard_normal(k_shape).astype(np.float32)
-    bias = rng.standard_normal(k_shape[1:2]).astype(np.float32)
-    if data_format == "channels_last":
-        X, K = tc.to_last(X), tc.to_last(K, kernel=True)
-    geometry = tc.options(stride, pads, dilation, extra, data_format)
-    dY = rng.standard_normal(cl.conv_transpose2d(X, K, **geometry).shape).astype(np.float32)
-    x, k, b = mnp.array(X), mnp.array(K), mnp.array(bias)
-    for leaf in (x, k, b):
-        leaf.attach_grad()
-    with autograd.record():
-        loss = (cl.conv_transpose2d(x, k, b, algorithm=algorithm, **geometry) * mnp.array(dY)).sum()
-    loss.backward()
-    tc.check_gradients([a.grad.asnumpy() for a in (x, k, b)], X, K, dY, geometry, f"autograd ({algorithm})")
-    closed = cl.conv_transpose2d_vjp(mnp.array(X), mnp.array(K), mnp.array(dY), **geometry)
-    assert all(isinstance(g, mnp.ndarray) for g in closed)
-    tc.check_gradients([g.asnumpy() for g in closed], X, K, dY, geometry, "conv_transpose2d_vjp")
-
-
 def test_deconvolution_runs_except_for_computed_weights_under_autograd(monkeypatch):
     """npx.deconvolution runs the call; while autograd records, only for a leaf weight (see the binding)."""
     calls = []

@@ -55,41 +55,6 @@ def test_equals_tf_nn_conv2d_transpose_on_integers(case, data_format, algorithm)
     np.testing.assert_array_equal(y.transpose(0, 3, 1, 2) if data_format == "channels_last" else y, expected)
 
 
-@pytest.mark.parametrize("case", tc.GEOMETRIES, ids=tc.IDS)
-def test_float64_random_within_the_bound(case):
-    _, x_shape, k_shape, stride, pads, dilation, extra = case
-    rng = np.random.default_rng(7)
-    X, K = rng.standard_normal(x_shape), rng.standard_normal(k_shape)
-    geometry = tc.options(stride, pads, dilation, extra)
-    y = cl.conv_transpose2d(tf.constant(X), tf.constant(K), **geometry)
-    assert y.dtype == tf.float64
-    exact = reference.conv_transpose2d(X, K, None, stride, pads, dilation, extra)
-    reference.assert_within_bound(y.numpy(), exact, tc.forward_bound(X, K, None, geometry, "float64"), "convlab")
-
-
-@pytest.mark.parametrize("case", tc.GEOMETRIES, ids=tc.IDS)
-@pytest.mark.parametrize("data_format", ["channels_first", "channels_last"])
-@pytest.mark.parametrize("algorithm", ["auto", "correlation"])
-def test_gradient_tape_equals_the_closed_form_vjp(case, data_format, algorithm):
-    _, x_shape, k_shape, stride, pads, dilation, extra = case
-    rng = np.random.default_rng(11)
-    X, K = rng.standard_normal(x_shape).astype(np.float32), rng.standard_normal(k_shape).astype(np.float32)
-    bias = rng.standard_normal(k_shape[1:2]).astype(np.float32)
-    if data_format == "channels_last":
-        X, K = tc.to_last(X), tc.to_last(K, kernel=True)
-    geometry = tc.options(stride, pads, dilation, extra, data_format)
-    dY = rng.standard_normal(cl.conv_transpose2d(X, K, **geometry).shape).astype(np.float32)
-    x, k, b = tf.constant(X), tf.constant(K), tf.constant(bias)
-    with tf.GradientTape() as tape:
-        tape.watch([x, k, b])
-        loss = tf.reduce_sum(cl.conv_transpose2d(x, k, b, algorithm=algorithm, **geometry) * dY)
-    grads = tape.gradient(loss, [x, k, b])
-    tc.check_gradients([g.numpy() for g in grads], X, K, dY, geometry, f"GradientTape ({algorithm})")
-    closed = cl.conv_transpose2d_vjp(x, k, tf.constant(dY), **geometry)
-    assert all(isinstance(g, tf.Tensor) for g in closed)
-    tc.check_gradients([g.numpy() for g in closed], X, K, dY, geometry, "conv_transpose2d_vjp")
-
-
 @pytest.mark.parametrize("jit_compile", [False, True])
 @pytest.mark.parametrize("case", tc.GEOMETRIES[:4] + tc.GEOMETRIES[9:10], ids=tc.IDS[:4] + tc.IDS[9:10])
 def test_tf_function_equals_eager(case, jit_compile):

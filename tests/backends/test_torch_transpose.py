@@ -66,27 +66,6 @@ def test_float64_random_within_the_bound_of_torchs_op(case):
     reference.assert_within_bound(torch_transpose(X, K, None, stride, pads, dilation, extra), exact, bound, "torch")
 
 
-@pytest.mark.parametrize("case", tc.GEOMETRIES, ids=tc.IDS)
-@pytest.mark.parametrize("data_format", ["channels_first", "channels_last"])
-@pytest.mark.parametrize("algorithm", ["auto", "correlation"])
-def test_autograd_equals_the_closed_form_vjp(case, data_format, algorithm):
-    _, x_shape, k_shape, stride, pads, dilation, extra = case
-    rng = np.random.default_rng(11)
-    X, K = rng.standard_normal(x_shape).astype(np.float32), rng.standard_normal(k_shape).astype(np.float32)
-    bias = rng.standard_normal(k_shape[1:2]).astype(np.float32)
-    if data_format == "channels_last":
-        X, K = tc.to_last(X), tc.to_last(K, kernel=True)
-    geometry = tc.options(stride, pads, dilation, extra, data_format)
-    x, k, b = (torch.from_numpy(a).requires_grad_(True) for a in (X, K, bias))
-    y = cl.conv_transpose2d(x, k, b, algorithm=algorithm, **geometry)
-    dY = rng.standard_normal(tuple(y.shape)).astype(np.float32)
-    grads = torch.autograd.grad((y * torch.from_numpy(dY)).sum(), (x, k, b))
-    tc.check_gradients([g.numpy() for g in grads], X, K, dY, geometry, f"autograd ({algorithm})")
-    closed = cl.conv_transpose2d_vjp(torch.from_numpy(X), torch.from_numpy(K), torch.from_numpy(dY), **geometry)
-    assert all(isinstance(g, torch.Tensor) for g in closed)
-    tc.check_gradients([g.numpy() for g in closed], X, K, dY, geometry, "conv_transpose2d_vjp")
-
-
 def test_autograd_equals_the_closed_form_exactly_on_integers():
     rng = np.random.default_rng(3)
     X, K = tc.integers(rng, (2, 3, 5, 4)), tc.integers(rng, (3, 2, 3, 3))
