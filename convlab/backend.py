@@ -59,6 +59,12 @@ class Backend:
         """Where a tensor lives (for the mixed-device check); None if the framework has one device."""
         return None
 
+    def device_probe(self, device: Any) -> Optional[Tuple[str, Any]]:
+        """``(attribute, value)``: a tensor is on ``device`` (from :meth:`device_of`) when its ``attribute``
+        equals ``value``. Every call of a plan checks each tensor's device; a framework with an attribute
+        cheaper to read than its device (torch's ``is_cpu``) names it here. None: compare :meth:`device_of`."""
+        return None
+
     def is_accelerator(self, device: Any) -> bool:
         """True for a device (from :meth:`device_of`) where "auto" keeps the native op (cuDNN and friends)."""
         return False

@@ -270,10 +270,13 @@ class _Plan(NamedTuple):
     tensors: Tuple[int, ...]  # the inputs whose devices every call checks (none where devices do not matter)
     device: Any  # the device the plan was made for
     device_of: Callable[[Any], Any]
+    probe: Optional[str]  # an attribute that equals ``on_device`` on the plan's device (Backend.device_probe)
+    on_device: Any
 
 
 _PLANS: Dict[Any, _Plan] = {}
 registry.on_change(_PLANS.clear)  # a backend registered or replaced: plans that named the old one go
+_cached_owner = registry.cached_owner
 
 
 def clear_plans() -> None:
@@ -292,26 +295,31 @@ def _key_part(value: Any) -> Any:
 
 def dispatch(op: Operation, backend: BackendArg, values: tuple, options: tuple) -> Any:
     """Run ``op`` on ``values`` (its tensor inputs) with ``options`` (everything else, hashable or not)."""
-    key: Any = [op.name, backend]
+    key: Any = [op, backend]  # flat: each input's type, shape and dtype, the options, the owner last
     try:
         for value in values:
-            key.append(None if value is None else (type(value), value.shape, value.dtype))
+            if value is None:
+                key.append(None)
+            else:
+                key += (type(value), value.shape, value.dtype)
         for option in options:
             key.append(option if type(option) is int or type(option) is str else _key_part(option))
-        if backend is None:
-            key.append(_owner(values[0]))
+        if backend is None:  # neutral inputs: the default backend decides
+            owner = _cached_owner(type(values[0]))
+            key.append(owner if owner is not None else registry.default_backend_name())
         key = tuple(key)
-        plan = _PLANS.get(key)
-    except (AttributeError, TypeError):  # lists, or unhashable arguments: no plan is kept
-        key = plan = None
-    if plan is None:
+        plan = _PLANS[key]
+    except KeyError:
         plan = _build(op, backend, values, options, key)
-    elif plan.tensors:  # every tensor on the plan's device, or a plan for theirs ("auto" chooses per device)
-        device_of, device = plan.device_of, plan.device
-        for i in plan.tensors:
-            if device_of(values[i]) != device:
-                plan = _for_devices(op, backend, values, options, key, plan)
-                break
+    except (AttributeError, TypeError):  # lists, or unhashable arguments: no plan is kept
+        plan = _build(op, backend, values, options, None)
+    else:
+        if plan.tensors:  # every tensor on the plan's device, or a plan for theirs ("auto" chooses per device)
+            probe, on_device = plan.probe, plan.on_device
+            for i in plan.tensors:
+                if (getattr(values[i], probe) if probe else plan.device_of(values[i])) != on_device:
+                    plan = _for_devices(op, backend, values, options, key, plan)
+                    break
     return plan.run(*values)
 
 
@@ -337,12 +345,14 @@ def _build(op: Operation, backend: BackendArg, values: tuple, options: tuple, ke
     chosen, items = inputs(backend, op.inputs, values)
     call = Call(chosen, op.inputs, items, options, values)
     run = op.plan(call)
-    plan = _Plan(run, call.tensors if call.has_devices else (), call.device, chosen.device_of)
+    tensors = call.tensors if call.has_devices else ()
+    probe, on_device = (tensors and chosen.device_probe(call.device)) or (None, call.device)
+    plan = _Plan(run, tensors, call.device, chosen.device_of, probe, on_device)
     if key is not None:
         if len(_PLANS) > 4096:
             _PLANS.clear()
         if backend is None:  # the key as later calls compute it, now that the tensor type's owner is known
-            position = 2 + len(values) + len(options)
+            position = 2 + sum(1 if value is None else 3 for value in values) + len(options)
             key = key[:position] + (_owner(values[0]),) + key[position + 1 :]
         _PLANS[key] = plan
     return plan
