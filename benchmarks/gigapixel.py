@@ -23,7 +23,7 @@ same pipeline, on one core, is the per-core target (at least half of it per core
 Results go to ``benchmarks/results/gigapixel.json`` and ``gigapixel.md``.
 
     python benchmarks/gigapixel.py                        # 65536^2 (16 GiB), 2 workers x 4 GiB
-    python benchmarks/gigapixel.py --size 16384 --quick   # a 1 GiB smoke run
+    python benchmarks/gigapixel.py --size 16384 --memory-limit 0.75GiB --skip-correlation-only   # 1 GiB, ~2 min
 """
 
 from __future__ import annotations
