@@ -23,7 +23,7 @@ same pipeline, on one core, is the per-core target (at least half of it per core
 Results go to ``benchmarks/results/gigapixel.json`` and ``gigapixel.md``.
 
     python benchmarks/gigapixel.py                        # 65536^2 (16 GiB), 2 workers x 4 GiB
-    python benchmarks/gigapixel.py --size 16384 --quick   # a 1 GiB smoke run
+    python benchmarks/gigapixel.py --size 16384 --memory-limit 0.75GiB --skip-correlation-only   # 1 GiB, ~2 min
 """
 
 from __future__ import annotations
@@ -59,8 +59,15 @@ def _cpu_model() -> str:
 def _image(size: int, chunk: int):
     import dask.array as da
 
+    # uniform integers 0-15: full-range random bytes masked to their low 4 bits (no rejection sampling, which
+    # integers(0, 16) does per byte: generating took half the CPU of the correlation), one fused task per block
     rng = da.random.default_rng(SEED)
-    return rng.integers(0, 16, size=(size, size), chunks=chunk, dtype=np.uint8).astype(np.float32)
+    return (rng.integers(0, 256, size=(size, size), chunks=chunk, dtype=np.uint8) & 15).astype(np.float32)
+
+
+def _numpy_image(size: int) -> np.ndarray:
+    """An in-memory image made as each block of ``_image`` is (other values: another seed per block)."""
+    return (np.random.default_rng(SEED).integers(0, 256, size=(size, size), dtype=np.uint8) & 15).astype(np.float32)
 
 
 def _convlab_pipeline(image, pool: bool):
@@ -82,7 +89,7 @@ def _numpy_baseline(size: int, repeats: int) -> dict:
     """The same pipeline on the NumPy backend, one core, an in-memory image: seconds and pixels per second."""
     import convlab as cl
 
-    image = np.random.default_rng(SEED).integers(0, 16, size=(size, size), dtype=np.uint8).astype(np.float32)
+    image = _numpy_image(size)
 
     def conv_pool_sum():
         y = cl.conv2d(image, KERNEL, padding="same", backend="numpy")
@@ -92,8 +99,7 @@ def _numpy_baseline(size: int, repeats: int) -> dict:
         return cl.conv2d(image, KERNEL, padding="same", backend="numpy").sum(dtype=np.float64)
 
     def generate():
-        rng = np.random.default_rng(SEED)
-        return rng.integers(0, 16, size=(size, size), dtype=np.uint8).astype(np.float32).sum(dtype=np.float64)
+        return _numpy_image(size).sum(dtype=np.float64)
 
     functions = {"conv_pool_sum": conv_pool_sum, "conv_sum": conv_sum, "generate_sum": generate}
     for function in functions.values():  # warm-up: plans, first-touch of the allocator
@@ -149,12 +155,25 @@ def _peak_rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
-def _cpu_seconds() -> float:
-    """User + system CPU time of this process (a worker's, when run with ``client.run``)."""
+def _cpu_seconds() -> dict:
+    """User + system CPU time of this process (a worker's, when run with ``client.run``): all of it, and that of
+    the threads that run tasks (distributed's executor threads; the rest is the worker's event loop: transfers,
+    spilling, heartbeats, monitors)."""
     import resource
 
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+    tasks = 0.0
+    ticks = os.sysconf("SC_CLK_TCK")
+    for thread in threading.enumerate():
+        if "Dask-Default-Threads" not in thread.name or thread.native_id is None:
+            continue
+        try:
+            with open(f"/proc/self/task/{thread.native_id}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:  # not Linux, or the thread just ended
+            return {"all": usage.ru_utime + usage.ru_stime, "tasks": None}
+        tasks += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    return {"all": usage.ru_utime + usage.ru_stime, "tasks": tasks}
 
 
 def _warm_up() -> None:
@@ -172,11 +191,13 @@ def _warm_up() -> None:
 
 @contextlib.contextmanager
 def _cluster(args):
+    import dask
     import distributed
 
-    # the workers' statistical profiler wakes every 10 ms: off, for every library alike (workers inherit this)
-    os.environ["DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED"] = "False"
-    with distributed.LocalCluster(
+    # the workers' statistical profiler samples the task thread every 10 ms: off, for every library alike (in the
+    # configuration, which the nanny hands to its worker: an environment variable set after dask was imported is
+    # not read, and the earlier runs had the profiler on)
+    with dask.config.set({"distributed.worker.profile.enabled": False}), distributed.LocalCluster(
         n_workers=args.workers, threads_per_worker=1, processes=True, memory_limit=args.memory_limit,
         dashboard_address=None,
     ) as cluster, distributed.Client(cluster) as client:  # fmt: skip
@@ -200,15 +221,19 @@ def _run_pipeline(args, name: str, result, pixels: int) -> dict:
             seconds, main_cpu = time.perf_counter() - start, time.process_time() - main_cpu
         cpu_after = client.run(_cpu_seconds)
         peaks = client.run(_peak_rss)
-    worker_cpu = sum(cpu_after[w] - cpu_before[w] for w in cpu_after)
+    worker_cpu = sum(cpu_after[w]["all"] - cpu_before[w]["all"] for w in cpu_after)
+    known = all(cpu["tasks"] is not None for cpu in [*cpu_before.values(), *cpu_after.values()])
+    task_cpu = sum(cpu_after[w]["tasks"] - cpu_before[w]["tasks"] for w in cpu_after) if known else None
     print(f"\n   {seconds:.1f} s, {pixels / seconds / 1e6:.1f} Mpx/s; workers' CPU {worker_cpu:.1f} s = "
-          f"{pixels / worker_cpu / 1e6:.1f} Mpx per CPU-second; value {value!r}", flush=True)  # fmt: skip
+          f"{pixels / worker_cpu / 1e6:.1f} Mpx per CPU-second (in task threads {task_cpu} s); value {value!r}",
+          flush=True)  # fmt: skip
     return {
         "seconds": seconds,
         "pixels_per_second": pixels / seconds,
         "pixels_per_second_per_core": pixels / seconds / workers,
         "worker_cpu_seconds": worker_cpu,
         "pixels_per_worker_cpu_second": pixels / worker_cpu,
+        "worker_task_thread_cpu_seconds": task_cpu,
         "client_and_scheduler_cpu_seconds": main_cpu,
         "value": float(value),
         "peak_rss_bytes_per_worker": sorted(peaks.values()),
@@ -391,10 +416,17 @@ def _markdown(r: dict) -> str:
         f"{numpy['conv_sum']['pixels_per_cpu_second'] / 1e6:.0f}; generating the image "
         f"{numpy['generate_sum']['pixels_per_cpu_second'] / 1e6:.0f}.",
         "",
-        "Workers' CPU-seconds per pipeline (user + system, from getrusage in each worker): "
+        "Workers' CPU-seconds per pipeline (user + system, from getrusage in each worker; the rest of a worker's "
+        "CPU beside its task thread is its event loop: transfers, spilling, heartbeats): "
         + "; ".join(
             f"{labels[k]} {runs[k]['worker_cpu_seconds']:.1f} s "
-            f"({runs[k]['pixels_per_worker_cpu_second'] / 1e6:.0f} Mpx per CPU-s)"
+            f"({runs[k]['pixels_per_worker_cpu_second'] / 1e6:.0f} Mpx per CPU-s"
+            + (
+                ""
+                if runs[k].get("worker_task_thread_cpu_seconds") is None
+                else f"; {runs[k]['worker_task_thread_cpu_seconds']:.1f} s of it in the threads running tasks"
+            )
+            + ")"
             for k in labels
             if k in runs
         )

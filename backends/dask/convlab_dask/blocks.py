@@ -7,7 +7,8 @@ of rows ``[p0, p1)`` and the kernel rows ``[i0, i1)`` the rows read are, in padd
 ``[p0*s + i0*d, (p1-1)*s + (i1-1)*d + 1)``: the halo follows from the geometry, whatever the stride, the
 dilation, the padding and the chunk sizes (chunks smaller than the halo simply contribute several pieces
 to a block). The part of that range inside the image is gathered from the input chunks it crosses (a
-``getitem`` of each, one concatenation); the part outside becomes the block's own explicit padding, and
+``getitem`` of each - the thin strips of a chunk cut together, in one task per chunk - and one
+concatenation); the part outside becomes the block's own explicit padding, and
 each block runs the public :func:`convlab.conv2d` / :func:`convlab.pool2d` on the backend of its own array
 type (NumPy chunks: convlab's NumPy backend and its "auto" algorithms). So a block computes exactly what the
 whole-image call computes for those output pixels.
@@ -36,6 +37,7 @@ last.
 from __future__ import annotations
 
 import functools
+import operator
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import dask.array as da
@@ -125,31 +127,46 @@ class Slab:
 
 
 class _Pieces:
-    """The partial chunks (halo strips) blocks read, each one ``getitem`` task of its own, shared by every
-    block that reads it: a neighbour chunk is then released once its strips are cut, and between worker
-    processes only the strips travel, never whole neighbour chunks (what ``map_overlap`` does too)."""
+    """The partial chunks (halo strips) blocks read, shared by every block that reads them: a neighbour chunk is
+    released once its strips are cut, and between worker processes only the strips travel, never whole neighbour
+    chunks (what ``map_overlap`` does too).
+
+    The thin strips of one chunk (less than half of it: the halos) are cut in one task, which returns them all:
+    one task per chunk instead of one per strip (8 around a 2-D chunk), so the scheduler and the workers' event
+    loops handle a few hundred tasks fewer per thousand blocks; a block fetches the bundle (a few rows and
+    columns of its neighbours) and takes its strips out of it in its own task. Thicker pieces, and pieces of
+    an array whose chunk shapes are not given, keep a ``getitem`` task each (a bundle of them would move more
+    than a block needs)."""
 
     def __init__(self, dsk: dict, name: str) -> None:
         self.dsk, self.name = dsk, name
-        self.keys: Dict[tuple, tuple] = {}  # (source, index, bounds per axis) -> the key of its getitem task
+        self.keys: Dict[tuple, Any] = {}  # (source, index, bounds per axis) -> its key, or its place in a bundle
+        self.bundles: Dict[tuple, List[tuple]] = {}  # chunk key -> the indices of the strips cut from it
 
-    def key(self, source: str, index: tuple, parts: tuple) -> tuple:
+    def key(self, source: str, index: tuple, parts: tuple, chunks: Optional[Sequence[Sequence[int]]] = None) -> Any:
         chunk = (source,) + index
         if all(part is None for part in parts):
             return chunk
         spec = (source, index, tuple(None if p is None else (p.start, p.stop) for p in parts))
         key = self.keys.get(spec)
         if key is None:
-            key = self.keys[spec] = (self.name, len(self.keys))
-            self.dsk[key] = (_cut, chunk, tuple(slice(None) if p is None else p for p in parts))
+            cut = tuple(slice(None) if p is None else p for p in parts)
+            if chunks is not None and _thin(chunks, index, parts):
+                strips = self.bundles.setdefault(chunk, [])
+                key = self.keys[spec] = (operator.getitem, (self.name, "bundle") + index, len(strips))
+                strips.append(cut)
+            else:
+                key = self.keys[spec] = (self.name, len(self.keys))
+                self.dsk[key] = (_cut, chunk, cut)
         return key
 
-    def gathered(self, source: str, per_axis: Sequence[Sequence[Tuple[int, Optional[slice]]]]) -> Any:
-        """A key, or a concatenation task, for the array the pieces make together."""
+    def gathered(self, source: str, per_axis: Sequence[Sequence[Tuple[int, Optional[slice]]]],
+                 chunks: Optional[Sequence[Sequence[int]]] = None) -> Any:  # fmt: skip
+        """A key, a strip taken out of a bundle, or a concatenation task, for the array the pieces make together."""
 
         def build(prefix: tuple, axis: int) -> Any:
             if axis == len(per_axis):
-                return self.key(source, tuple(i for i, _ in prefix), tuple(p for _, p in prefix))
+                return self.key(source, tuple(i for i, _ in prefix), tuple(p for _, p in prefix), chunks)
             return [build(prefix + (item,), axis + 1) for item in per_axis[axis]]
 
         nested = build((), 0)
@@ -159,11 +176,31 @@ class _Pieces:
             (nested,) = nested
         return nested
 
+    def finish(self) -> None:
+        """The bundles' tasks, once every block has said which strips it reads."""
+        for chunk, strips in self.bundles.items():
+            self.dsk[(self.name, "bundle") + chunk[1:]] = (_cut_all, chunk, strips)
+
+
+def _thin(chunks: Sequence[Sequence[int]], index: tuple, parts: tuple) -> bool:
+    """Whether a piece is less than half of its chunk (what :func:`_cut` copies)."""
+    whole = piece = 1
+    for axis_chunks, i, part in zip(chunks, index, parts):
+        length = axis_chunks[i]
+        whole *= length
+        piece *= length if part is None else len(range(*part.indices(length)))
+    return 2 * piece < whole
+
 
 def _cut(chunk: Any, index: tuple) -> Any:
     """A piece of a chunk; a thin strip is copied, so that the chunk it came from can be freed."""
     piece = chunk[index]
     return piece.copy() if 2 * piece.size < chunk.size else piece
+
+
+def _cut_all(chunk: Any, indices: list) -> tuple:
+    """The thin strips of one chunk, copied (the chunk is freed once its own block has run too)."""
+    return tuple(chunk[index].copy() for index in indices)
 
 
 def _whole(chunks: Sequence[int]) -> List[Tuple[int, None]]:
@@ -268,7 +305,8 @@ def conv2d(x: Any, k: Any, bias: Any, geometry: ConvGeometry, algorithm: str = "
                             per_axis[0] = [(bn, None)]
                             per_axis[c_axis] = _whole(x.chunks[c_axis])
                             per_axis[h_axis], per_axis[w_axis] = slab_h.pieces, slab_w.pieces
-                            slab, zeros, pads = pieces.gathered(x.name, per_axis), None, (slab_h.pads, slab_w.pads)
+                            slab, zeros = pieces.gathered(x.name, per_axis, x.chunks), None
+                            pads = (slab_h.pads, slab_w.pads)
                         run = functools.partial(
                             _conv_block, stride=g.stride, pads=pads, dilation=g.dilation, data_format=data_format,
                             algorithm=algorithm, zeros=zeros,
@@ -282,6 +320,7 @@ def conv2d(x: Any, k: Any, bias: Any, geometry: ConvGeometry, algorithm: str = "
                             partial_keys.append(key)
                 if not single_tile:
                     _reduce(dsk, partial_keys, out_key, bias_key, cl, f"conv2d-sum-{token}")
+    pieces.finish()
 
     rows_out = tuple(b - a for a, b in row_blocks)
     cols_out = tuple(b - a for a, b in col_blocks)
@@ -335,7 +374,8 @@ def pool2d(x: Any, geometry: PoolGeometry, algorithm: str = "auto") -> Any:
                     per_axis[0], per_axis[c_axis] = [(bn, None)], [(bc, None)]
                     per_axis[h_axis], per_axis[w_axis] = slab_h.pieces, slab_w.pieces
                     key = (name, bn, bh, bw, bc) if cl else (name, bn, bc, bh, bw)
-                    dsk[key] = (run, pieces.gathered(x.name, per_axis))
+                    dsk[key] = (run, pieces.gathered(x.name, per_axis, x.chunks))
+    pieces.finish()
     rows_out = tuple(b - a for a, b in row_blocks)
     cols_out = tuple(b - a for a, b in col_blocks)
     c_chunks = x.chunks[c_axis]
