@@ -67,12 +67,10 @@ def pytest_runtest_setup(item):
             pytest.skip(f"{mark.args[0]} is not among the selected backends")
 
 
-def require_adapter(name: str, module: str = ""):
-    """At a test module's import: the framework's module (``module``, default ``name``), the whole test module
-    skipped when the framework or convlab's adapter for it is not installed."""
-    framework = pytest.importorskip(module or name)
+def require_adapter(name: str) -> None:
+    """At a test module's import, after its ``pytest.importorskip`` of the framework: the whole module skipped
+    when convlab's adapter for the framework is not installed."""
     try:
         cl.get_backend(name)
-    except cl.BackendNotAvailableError as error:  # the framework installed but not the adapter
+    except cl.BackendNotAvailableError as error:
         pytest.skip(f"convlab-{name} not installed: {error}", allow_module_level=True)
-    return framework

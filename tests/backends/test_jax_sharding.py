@@ -21,7 +21,8 @@ from distributed_scripts import run_script
 
 import convlab as cl
 
-jax = require_adapter("jax")
+jax = pytest.importorskip("jax")
+require_adapter("jax")
 jnp = jax.numpy
 pytestmark = pytest.mark.only_backend("jax")  # run only in the jax session
 

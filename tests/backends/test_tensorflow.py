@@ -26,7 +26,8 @@ import convlab as cl
 from convlab import testing
 from convlab.layers import initial_weights
 
-tf = require_adapter("tensorflow")
+tf = pytest.importorskip("tensorflow")
+require_adapter("tensorflow")
 keras = pytest.importorskip("keras")
 BACKEND = cl.get_backend("tensorflow")
 

@@ -19,7 +19,8 @@ from distributed_scripts import run_script
 
 import convlab as cl
 
-tf = require_adapter("tensorflow")
+tf = pytest.importorskip("tensorflow")
+require_adapter("tensorflow")
 keras = pytest.importorskip("keras")
 pytestmark = pytest.mark.only_backend("tensorflow")  # run only in the tensorflow session
 

@@ -11,7 +11,8 @@ from conftest import require_adapter
 
 import convlab as cl
 
-tf = require_adapter("tensorflow")
+tf = pytest.importorskip("tensorflow")
+require_adapter("tensorflow")
 keras = pytest.importorskip("keras")
 
 

@@ -19,7 +19,8 @@ from distributed_scripts import run_script
 
 import convlab as cl
 
-torch = require_adapter("torch")
+torch = pytest.importorskip("torch")
+require_adapter("torch")
 dist = pytest.importorskip("torch.distributed")
 pytestmark = pytest.mark.only_backend("torch")  # run only in the torch session
 
