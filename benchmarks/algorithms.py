@@ -180,14 +180,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.sweep:
         args.threads, args.clock = 1, "cpu"
-    if args.threads:
-        import harness
+    import harness
 
-        os.environ.update(harness.thread_env(args.threads))
-        if args.backend == "torch":
-            import torch
-
-            torch.set_num_threads(args.threads)
+    harness.limit_threads(args.backend, args.threads, args.clock)
     if args.sweep:
         if args.backend == "jax":
             os.environ.setdefault("JAX_ENABLE_X64", "1")  # float64 configurations; float32 ones stay float32

@@ -280,12 +280,7 @@ def main() -> None:
         return
     if not args.backend:
         parser.error("--backend, --all or --report")
-    os.environ.update(harness.thread_env(1))
-    harness.clock = harness.CLOCKS["cpu"]
-    if args.backend == "torch":
-        import torch
-
-        torch.set_num_threads(1)
+    harness.limit_threads(args.backend, 1, "cpu")
     result = run_backend(args.backend, args.quick, args.only)
     if args.only:
         return

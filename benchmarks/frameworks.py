@@ -63,8 +63,22 @@ class Framework:
         return lambda: cl.pool2d(x, window, op, backend=self.name, **kw)
 
     def book_corr2d(self, X, K):
-        """The book's corr2d (section 6.2.1) in this framework's ops."""
+        """The book's corr2d (section 6.2.1) in this framework's ops: ``book_zeros`` and ``book_set``."""
+        h, w = K.shape
+        Y = self.book_zeros((X.shape[0] - h + 1, X.shape[1] - w + 1))
+        for i in range(Y.shape[0]):
+            for j in range(Y.shape[1]):
+                Y = self.book_set(Y, i, j, X[i : i + h, j : j + w] * K)
+        return Y
+
+    def book_zeros(self, shape):
+        """The book's output array of zeros."""
         raise NotImplementedError
+
+    def book_set(self, Y, i, j, products):
+        """Y with the sum of ``products`` written at (i, j), as the book writes it (here an item assignment)."""
+        Y[i, j] = products.sum()
+        return Y
 
     #: the framework's own memory counter, where it has one on CPU (see ``peak_bytes``)
     memory_counter = ""
@@ -124,14 +138,8 @@ class Numpy(Framework):
         fns.update({key: self.timed(fn, blas=multi) for key, fn in refs.items()})
         return fns, [("", "convlab", key) for key in refs]
 
-    def book_corr2d(self, X, K):
-        np = self.np
-        h, w = K.shape
-        Y = np.zeros((X.shape[0] - h + 1, X.shape[1] - w + 1))
-        for i in range(Y.shape[0]):
-            for j in range(Y.shape[1]):
-                Y[i, j] = (X[i : i + h, j : j + w] * K).sum()
-        return Y
+    def book_zeros(self, shape):
+        return self.np.zeros(shape)
 
     def matmul_gflops(self, n):
         a = self.np.random.default_rng(0).standard_normal((n, n), dtype=self.np.float32)
@@ -172,14 +180,8 @@ class Torch(Framework):
             ("", "convlab", label)
         ]
 
-    def book_corr2d(self, X, K):
-        torch = self.torch
-        h, w = K.shape
-        Y = torch.zeros((X.shape[0] - h + 1, X.shape[1] - w + 1))
-        for i in range(Y.shape[0]):
-            for j in range(Y.shape[1]):
-                Y[i, j] = (X[i : i + h, j : j + w] * K).sum()
-        return Y
+    def book_zeros(self, shape):
+        return self.torch.zeros(shape)
 
     def matmul_gflops(self, n):
         a = self.torch.randn(n, n, dtype=self.torch.float32)
@@ -239,13 +241,11 @@ class Tensorflow(Framework):
         timed.sync(out)
         return memory.get_memory_info("CPU:0")["peak"] - before
 
-    def book_corr2d(self, X, K):
-        tf = self.tf
-        h, w = K.shape
-        Y = tf.Variable(tf.zeros((X.shape[0] - h + 1, X.shape[1] - w + 1)))
-        for i in range(Y.shape[0]):
-            for j in range(Y.shape[1]):
-                Y[i, j].assign(tf.reduce_sum(X[i : i + h, j : j + w] * K))
+    def book_zeros(self, shape):
+        return self.tf.Variable(self.tf.zeros(shape))
+
+    def book_set(self, Y, i, j, products):
+        Y[i, j].assign(self.tf.reduce_sum(products))
         return Y
 
     def matmul_gflops(self, n):
@@ -322,14 +322,11 @@ class Jax(Framework):
         stats = compiled().memory_analysis()
         return stats.temp_size_in_bytes + stats.output_size_in_bytes
 
-    def book_corr2d(self, X, K):
-        jnp = self.jnp
-        h, w = K.shape
-        Y = jnp.zeros((X.shape[0] - h + 1, X.shape[1] - w + 1))
-        for i in range(Y.shape[0]):
-            for j in range(Y.shape[1]):
-                Y = Y.at[i, j].set((X[i : i + h, j : j + w] * K).sum())
-        return Y
+    def book_zeros(self, shape):
+        return self.jnp.zeros(shape)
+
+    def book_set(self, Y, i, j, products):
+        return Y.at[i, j].set(products.sum())  # JAX arrays are immutable: a new array
 
     def matmul_gflops(self, n):
         a = self.jax.random.normal(self.jax.random.PRNGKey(0), (n, n), dtype=self.jnp.float32)
@@ -374,14 +371,8 @@ class Mxnet(Framework):
             ("", "convlab", label)
         ]
 
-    def book_corr2d(self, X, K):
-        np = self.mnp
-        h, w = K.shape
-        Y = np.zeros((X.shape[0] - h + 1, X.shape[1] - w + 1))
-        for i in range(Y.shape[0]):
-            for j in range(Y.shape[1]):
-                Y[i, j] = (X[i : i + h, j : j + w] * K).sum()
-        return Y
+    def book_zeros(self, shape):
+        return self.mnp.zeros(shape)
 
     def matmul_gflops(self, n):
         a = self.mnp.random.normal(size=(n, n)).astype("float32")

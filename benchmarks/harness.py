@@ -21,6 +21,7 @@ Timing rules (DESIGN.md section 6, and the issue that asked for these numbers):
 
 from __future__ import annotations
 
+import argparse
 import gc
 import json
 import math
@@ -115,6 +116,33 @@ def _settle(timed: Timed) -> None:
 #: only (idle threads spinning in a thread pool would count as work)
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 clock = CLOCKS["wall"]
+
+
+def script_parser(doc: str, report_help: str, threads: int = 0) -> argparse.ArgumentParser:
+    """The command line of a script timing one backend per process: ``--backend``, ``--report``, ``--threads N``
+    (0: each framework's default), ``--clock`` (see ``limit_threads``) and ``--quick``."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    parser.add_argument("--backend")
+    parser.add_argument("--report", action="store_true", help=report_help)
+    parser.add_argument("--threads", type=int, default=threads, help="limit every framework to N threads (0: default)")
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default=None, help="default: cpu with --threads 1")
+    parser.add_argument("--quick", action="store_true")
+    return parser
+
+
+def limit_threads(backend: str, threads: int, clock_name: Optional[str] = None) -> str:
+    """Before the framework is imported: limit it and BLAS to ``threads`` (0: no limit; torch's own setting too),
+    and time with ``clock_name`` (default: the CPU clock with one thread, else wall). Returns the clock's name."""
+    global clock
+    if threads:
+        os.environ.update(thread_env(threads))
+        if backend == "torch":
+            import torch
+
+            torch.set_num_threads(threads)
+    clock_name = clock_name or ("cpu" if threads == 1 else "wall")
+    clock = CLOCKS[clock_name]
+    return clock_name
 
 
 def _run(timed: Timed, number: int) -> float:

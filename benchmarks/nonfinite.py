@@ -20,7 +20,6 @@ Writes ``results/nonfinite.json`` (one entry per backend, merged) and, with ``--
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import os
@@ -246,12 +245,7 @@ def report() -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--backend")
-    parser.add_argument("--report", action="store_true", help="write results/nonfinite.md from the JSON")
-    parser.add_argument("--threads", type=int, default=1, help="limit every framework to N threads (0: default)")
-    parser.add_argument("--clock", choices=("wall", "cpu"), default=None, help="default: cpu with --threads 1")
-    parser.add_argument("--quick", action="store_true")
+    parser = harness.script_parser(__doc__, "write results/nonfinite.md from the JSON", threads=1)
     args = parser.parse_args()
     if args.report:
         REPORT.write_text(report() + "\n")
@@ -259,14 +253,7 @@ def main() -> None:
         return
     if not args.backend:
         parser.error("--backend is required")
-    if args.threads:
-        os.environ.update(harness.thread_env(args.threads))
-        if args.backend == "torch":
-            import torch
-
-            torch.set_num_threads(args.threads)
-    clock = args.clock or ("cpu" if args.threads == 1 else "wall")
-    harness.clock = harness.CLOCKS[clock]
+    clock = harness.limit_threads(args.backend, args.threads, args.clock)
     settings = harness.Settings(args.quick)
     settings.budget = 10.0
     results, checks = {}, {}

@@ -78,13 +78,14 @@ def _single_thread(fw) -> None:
         fw.tf.config.threading.set_inter_op_parallelism_threads(1)
 
 
-def _paired(timings: dict, ours: str, ref: str) -> dict:
+def _paired(timings: dict, ours: str, ref: str, limit_us=None, **row) -> dict:
+    """``row`` with the paired figures of ``ours`` against ``ref``, and the target ``limit_us`` (None: none)."""
     a, b = timings[ours], timings[ref]
     rounds = min(len(a["samples_s"]), len(b["samples_s"]))
     added = [x - y for x, y in zip(a["samples_s"][:rounds], b["samples_s"][:rounds])]
     for side in (a, b):  # the samples went into the paired figure; the JSON keeps the summary
         side.pop("samples_s")
-    return dict(
+    row.update(
         convlab_us=a["median_s"] * 1e6,
         reference_us=b["median_s"] * 1e6,
         added_us=statistics.median(added) * 1e6,
@@ -94,6 +95,9 @@ def _paired(timings: dict, ours: str, ref: str) -> dict:
         convlab_timing=a,
         reference_timing=b,
     )
+    if limit_us is not None:
+        row.update(target=f"<= {limit_us:g} µs", status=status(row["added_us"] <= limit_us))
+    return row
 
 
 def native_rows(fw, settings, repeats) -> list:
@@ -108,10 +112,10 @@ def native_rows(fw, settings, repeats) -> list:
     limit = harness.OVERHEAD_TARGET_US.get(fw.name)
     rows = []
     for variant, ours, ref in pairs:
-        row = dict(kind="native", op="conv2d", case="1x1x8x8 * 1x1x3x3", variant=variant, convlab=ours, reference=ref)
-        row.update(_paired({key: dict(value) for key, value in timings.items()}, ours, ref))
-        if limit is not None and variant not in ("jit",):
-            row.update(target=f"<= {limit:g} µs", status=status(row["added_us"] <= limit))
+        row = _paired(
+            {key: dict(value) for key, value in timings.items()}, ours, ref, None if variant == "jit" else limit,
+            kind="native", op="conv2d", case="1x1x8x8 * 1x1x3x3", variant=variant, convlab=ours, reference=ref,
+        )  # fmt: skip
         rows.append(row)
         progress(
             f"{fw.name:10s} conv2d 8x8 {variant or '-':14s} convlab {fmt_time(row['convlab_us'] * 1e-6):>9s}  "
@@ -138,9 +142,10 @@ def book_rows(fw, settings, repeats) -> list:
             ours = fw.timed(lambda book=book, x=x, k=book_k: book(x, k))
         conv = fw.timed(lambda x=x, k=conv_k: cl.conv2d(x, k))
         timings = harness.measure({function: ours, "conv2d": conv}, settings, repeats, samples=True)
-        row = dict(kind="book", op=function, case=label, convlab=function, reference="conv2d")
-        row.update(_paired(timings, function, "conv2d"))
-        row.update(target=f"<= {BOOK_TARGET_US:g} µs", status=status(row["added_us"] <= BOOK_TARGET_US))
+        row = _paired(
+            timings, function, "conv2d", BOOK_TARGET_US,
+            kind="book", op=function, case=label, convlab=function, reference="conv2d",
+        )  # fmt: skip
         rows.append(row)
         progress(
             f"{fw.name:10s} {function:24s} {label:30s} {fmt_time(row['convlab_us'] * 1e-6):>9s}  conv2d "

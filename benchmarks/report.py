@@ -110,6 +110,11 @@ def noise_floor() -> list:
 def targets(results) -> list:
     """Every target with its measured value and PASS/FAIL (never an assertion: the run never fails)."""
     body = []
+
+    def targeted(rows, target, measured):
+        """A line per row that has a status: the target and the measured value, as texts of the row."""
+        body.extend([name, target(row), measured(row), row["status"]] for row in rows if row.get("status"))
+
     for result in results:
         name = result["backend"]
         ratio_rows = [r for r in _rows(result, "single") + _rows(result, "multi") if r.get("status")]
@@ -126,26 +131,16 @@ def targets(results) -> list:
                     "FAIL" if failed else "PASS",
                 ]
             )
-        for row in _rows(result, "overhead"):
-            if row.get("status"):
-                body.append(
-                    [
-                        name,
-                        f"added per call at 8x8{' (' + row['variant'] + ')' if row['variant'] else ''} {row['target']}",
-                        f"{row['added_us']:+.1f} µs ({fmt_time(row['convlab_s'])} vs {fmt_time(row['reference_s'])})",
-                        row["status"],
-                    ]
-                )
-        for row in _rows(result, "book"):
-            if row.get("status"):
-                body.append(
-                    [
-                        name,
-                        f"conv2d vs the book's loop, 64x64 3x3, {row['target']}",
-                        f"{row['speedup']:.0f}x",
-                        row["status"],
-                    ]
-                )
+        targeted(
+            _rows(result, "overhead"),
+            lambda row: f"added per call at 8x8{' (' + row['variant'] + ')' if row['variant'] else ''} {row['target']}",
+            lambda row: f"{row['added_us']:+.1f} µs ({fmt_time(row['convlab_s'])} vs {fmt_time(row['reference_s'])})",
+        )
+        targeted(
+            _rows(result, "book"),
+            lambda row: f"conv2d vs the book's loop, 64x64 3x3, {row['target']}",
+            lambda row: f"{row['speedup']:.0f}x",
+        )
         if name == "numpy":
             for row in _rows(result, "multi"):
                 if row["op"] == "conv2d":
@@ -158,16 +153,11 @@ def targets(results) -> list:
                             harness.status(ok),
                         ]
                     )
-        for row in _rows(result, "memory"):
-            if row.get("status"):
-                body.append(
-                    [
-                        name,
-                        f"peak memory of one conv2d {row['size']}², {row['target']}",
-                        f"{row['peak_over_output']:.2f}x ({row['tracemalloc_bytes'] / 2**20:.1f} MiB traced)",
-                        row["status"],
-                    ]
-                )
+        targeted(
+            _rows(result, "memory"),
+            lambda row: f"peak memory of one conv2d {row['size']}², {row['target']}",
+            lambda row: f"{row['peak_over_output']:.2f}x ({row['tracemalloc_bytes'] / 2**20:.1f} MiB traced)",
+        )
     return _table(["backend", "target", "measured", "status"], body)
 
 

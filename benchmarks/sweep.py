@@ -108,24 +108,34 @@ def estimate(config: dict) -> float:
     return facts["work"] / 0.25e9 + facts["unrolled"] * 30e-6
 
 
-def _conv_config(rng: random.Random) -> dict:
+def _window(rng: random.Random) -> Tuple[list, list]:
+    """A window of 1 to 11 a side (square half the time) and its stride, 1 to 3 (square 80% of the time)."""
     kh = rng.randint(1, 11)
     kw = kh if rng.random() < 0.5 else rng.randint(1, 11)
     s = rng.randint(1, 3)
-    stride = [s, s] if rng.random() < 0.8 else [s, rng.randint(1, 3)]
-    d = 1 if rng.random() < 0.7 else 2
-    dilation = [d, d] if rng.random() < 0.9 else [d, 3 - d]
-    cin, cout, batch = _log_int(rng, 1, 64), _log_int(rng, 1, 64), _log_int(rng, 1, 8)
+    return [kh, kw], [s, s] if rng.random() < 0.8 else [s, rng.randint(1, 3)]
+
+
+def _input(rng: random.Random, channels: int, batch: int) -> Tuple[list, str, str]:
+    """An input of 8 to 2048 a side (square 70% of the time): its shape in a random layout, the layout, a dtype."""
     h = _log_int(rng, 8, 2048)
     w = h if rng.random() < 0.7 else _log_int(rng, 8, 2048)
     layout, dtype = rng.choice(LAYOUTS), rng.choice(DTYPES)
+    return [batch, h, w, channels] if layout == "channels_last" else [batch, channels, h, w], layout, dtype
+
+
+def _conv_config(rng: random.Random) -> dict:
+    window, stride = _window(rng)
+    d = 1 if rng.random() < 0.7 else 2
+    dilation = [d, d] if rng.random() < 0.9 else [d, 3 - d]
+    cin, cout, batch = _log_int(rng, 1, 64), _log_int(rng, 1, 64), _log_int(rng, 1, 8)
+    x_shape, layout, dtype = _input(rng, cin, batch)
     padding = rng.choice(("same", "valid"))
-    x_shape = [batch, h, w, cin] if layout == "channels_last" else [batch, cin, h, w]
     return {
         "op": "conv",
         "x_shape": x_shape,
         "out_channels": cout,
-        "window": [kh, kw],
+        "window": window,
         "stride": stride,
         "dilation": dilation,
         "padding": padding,
@@ -135,22 +145,17 @@ def _conv_config(rng: random.Random) -> dict:
 
 
 def _pool_config(rng: random.Random) -> dict:
-    kh = rng.randint(1, 11)
-    kw = kh if rng.random() < 0.5 else rng.randint(1, 11)
-    s = rng.randint(1, 3)
-    stride = [s, s] if rng.random() < 0.8 else [s, rng.randint(1, 3)]
+    window, stride = _window(rng)
     c, batch = _log_int(rng, 1, 64), _log_int(rng, 1, 8)
-    h = _log_int(rng, 8, 2048)
-    w = h if rng.random() < 0.7 else _log_int(rng, 8, 2048)
-    layout, dtype, mode = rng.choice(LAYOUTS), rng.choice(DTYPES), rng.choice(("max", "avg"))
+    x_shape, layout, dtype = _input(rng, c, batch)
+    mode = rng.choice(("max", "avg"))
     padding = rng.choice(("same", "valid"))
     include = not (mode == "avg" and padding == "same" and rng.random() < 0.25)
-    x_shape = [batch, h, w, c] if layout == "channels_last" else [batch, c, h, w]
     return {
         "op": "pool",
         "mode": mode,
         "x_shape": x_shape,
-        "window": [kh, kw],
+        "window": window,
         "stride": stride,
         "padding": padding,
         "count_include_pad": include,

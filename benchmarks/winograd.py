@@ -16,7 +16,6 @@ Writes ``DIR/winograd-<backend>[-1t].json``; ``benchmarks/WINOGRAD.md`` quotes t
 
 from __future__ import annotations
 
-import argparse
 import functools
 import os
 import sys
@@ -172,13 +171,8 @@ def report(directory: Path) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--backend")
-    parser.add_argument("--report", action="store_true", help="print the Markdown tables of DIR's results")
-    parser.add_argument("--threads", type=int, default=0, help="limit every framework to N threads (0: default)")
-    parser.add_argument("--clock", choices=("wall", "cpu"), default=None, help="default: cpu with --threads 1")
+    parser = harness.script_parser(__doc__, "print the Markdown tables of DIR's results")
     parser.add_argument("--tiles", default="2,4")
-    parser.add_argument("--quick", action="store_true")
     parser.add_argument("--repeats", type=int, default=0)
     parser.add_argument("--out", default=str(HERE / "results"))
     args = parser.parse_args()
@@ -187,14 +181,7 @@ def main() -> None:
         return
     if not args.backend:
         parser.error("--backend is required")
-    if args.threads:
-        os.environ.update(harness.thread_env(args.threads))
-        if args.backend == "torch":
-            import torch
-
-            torch.set_num_threads(args.threads)
-    clock = args.clock or ("cpu" if args.threads == 1 else "wall")
-    harness.clock = harness.CLOCKS[clock]
+    clock = harness.limit_threads(args.backend, args.threads, args.clock)
     tiles = tuple(int(t) for t in args.tiles.split(","))
     fns, native, sync, errors, versions = build(args.backend, tiles)
     settings = harness.Settings(args.quick)

@@ -1,4 +1,5 @@
-"""The cases every backend's tests run (tests/test_backend_contract.py, tests/backends/test_<name>.py), and ids.
+"""The cases every backend's tests run (tests/test_backend_contract.py, tests/test_gradients.py,
+tests/backends/test_<name>.py), and ids.
 
 Convolution (X shape, K shape, stride, padding, dilation): symmetric, asymmetric, strided "same", dilation with
 stride, one channel in and several out. Pooling (window, stride, padding, mode, count_include_pad): the branches
@@ -16,7 +17,7 @@ CONV_CASES = [
     ((1, 2, 7, 6), (2, 2, 3, 2), 3, "same", 1),
     ((2, 1, 9, 9), (1, 1, 3, 3), 2, "valid", 2),
     ((1, 1, 6, 6), (3, 1, 2, 2), 1, ((1, 0), (0, 1)), 1),
-    ((1, 2, 6, 6), (2, 2, 4, 4), 2, "same", 1),
+    ((1, 2, 6, 6), (2, 2, 4, 4), 2, "same", 1),  # even kernel: odd extra pad at the bottom/right
     ((1, 2, 5, 5), (2, 2, 3, 3), 1, (2, 1), (2, 2)),
     ((2, 3, 9, 10), (2, 3, 3, 2), (3, 2), ((2, 1), (0, 3)), (2, 3)),
 ]

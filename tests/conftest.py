@@ -53,3 +53,24 @@ def supports_float64(backend) -> bool:
     except cl.ConvlabError:
         return False
     return True
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "only_backend(name): run only when name is among the selected backends")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """``pytestmark = pytest.mark.only_backend("jax")``: skipped, before any fixture starts, unless jax is selected."""
+    for mark in item.iter_markers("only_backend"):
+        if mark.args[0] not in selected_backends(item.config):
+            pytest.skip(f"{mark.args[0]} is not among the selected backends")
+
+
+def require_adapter(name: str) -> None:
+    """At a test module's import, after its ``pytest.importorskip`` of the framework: the whole module skipped
+    when convlab's adapter for the framework is not installed."""
+    try:
+        cl.get_backend(name)
+    except cl.BackendNotAvailableError as error:
+        pytest.skip(f"convlab-{name} not installed: {error}", allow_module_level=True)

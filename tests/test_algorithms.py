@@ -110,45 +110,42 @@ def test_low_rank_inputs_and_book_functions(backend, algorithm):
     np.testing.assert_array_equal(backend.to_numpy(y), expected)
 
 
+def _autodiff(backend, conv, params, dY) -> list:
+    """The backend's autodiff gradients of ``sum(conv(*params) * dY)`` at the float32 tensors of ``params``."""
+    if not backend.has_autodiff:
+        pytest.skip("no automatic differentiation on this backend")
+    dy = backend.asarray(dY, "float32")
+
+    def loss(tensors):
+        return backend.sum(conv(*tensors) * dy, (0, 1, 2, 3))
+
+    _, grads = backend.value_and_grad(loss)([backend.asarray(p, "float32") for p in params])
+    return [backend.to_numpy(g) for g in grads]
+
+
 @pytest.mark.parametrize("algorithm", CONV_ALGORITHMS)
 def test_gradients_through_every_algorithm(backend, algorithm):
     """value_and_grad through the formulation equals the closed-form conv2d_vjp (exact on integers)."""
-    if not backend.has_autodiff:
-        pytest.skip("no automatic differentiation on this backend")
     rng = np.random.default_rng(4)
     X, K, b = _inputs(rng, (2, 3, 7, 6), (4, 3, 3, 2), True, integers=True)
     dY = rng.integers(-2, 3, size=(2, 4, 4, 7)).astype(np.float32)
-    x = backend.asarray(X, "float32")
-    dy = backend.asarray(dY, "float32")
-    config = dict(stride=(2, 1), padding=((1, 1), (0, 2)), algorithm=algorithm)
-
-    def loss(params):
-        y = cl.conv2d(x, params[0], params[1], **config)
-        return backend.sum(y * dy, (0, 1, 2, 3))
-
-    _, (dK, dbias) = backend.value_and_grad(loss)([backend.asarray(K, "float32"), backend.asarray(b, "float32")])
-    _, expected_dK, expected_dbias = cl.conv2d_vjp(X, K, dY, stride=(2, 1), padding=((1, 1), (0, 2)), backend="numpy")
-    np.testing.assert_array_equal(backend.to_numpy(dK), expected_dK)
-    np.testing.assert_array_equal(backend.to_numpy(dbias), expected_dbias)
+    x, config = backend.asarray(X, "float32"), dict(stride=(2, 1), padding=((1, 1), (0, 2)))
+    dK, dbias = _autodiff(backend, lambda k, b: cl.conv2d(x, k, b, algorithm=algorithm, **config), (K, b), dY)
+    _, expected_dK, expected_dbias = cl.conv2d_vjp(X, K, dY, backend="numpy", **config)
+    np.testing.assert_array_equal(dK, expected_dK)
+    np.testing.assert_array_equal(dbias, expected_dbias)
 
 
 @pytest.mark.parametrize("algorithm", CONV_ALGORITHMS)
 def test_training_with_input_gradients(backend, algorithm):
     """Gradient with respect to X too (in-place formulations must not run when X requires grad)."""
-    if not backend.has_autodiff:
-        pytest.skip("no automatic differentiation on this backend")
     rng = np.random.default_rng(5)
     X, K, _ = _inputs(rng, (1, 1, 9, 9), (1, 1, 3, 3), False, integers=True)
     dY = rng.integers(-2, 3, size=(1, 1, 9, 9)).astype(np.float32)
-    dy = backend.asarray(dY, "float32")
-
-    def loss(params):
-        return backend.sum(cl.conv2d(params[0], params[1], padding=1, algorithm=algorithm) * dy, (0, 1, 2, 3))
-
-    _, (dX, dK) = backend.value_and_grad(loss)([backend.asarray(X, "float32"), backend.asarray(K, "float32")])
+    dX, dK = _autodiff(backend, lambda x, k: cl.conv2d(x, k, padding=1, algorithm=algorithm), (X, K), dY)
     expected_dX, expected_dK, _ = cl.conv2d_vjp(X, K, dY, padding=1, backend="numpy")
-    np.testing.assert_array_equal(backend.to_numpy(dX), expected_dX)
-    np.testing.assert_array_equal(backend.to_numpy(dK), expected_dK)
+    np.testing.assert_array_equal(dX, expected_dX)
+    np.testing.assert_array_equal(dK, expected_dK)
 
 
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])

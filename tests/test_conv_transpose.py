@@ -184,21 +184,12 @@ def test_float64_random_within_the_bound(backend, supports_float64, case):
     reference.assert_within_bound(backend.to_numpy(y), exact, bound, backend.name)
 
 
-@pytest.mark.parametrize("case", tc.GEOMETRIES, ids=tc.IDS)
-@pytest.mark.parametrize("data_format", ["channels_first", "channels_last"])
-@pytest.mark.parametrize("algorithm", ["auto", "correlation"])
+@tc.each_case_layout_and_algorithm
 def test_autodiff_and_the_closed_form_vjp_within_the_bound(backend, case, data_format, algorithm):
     """The framework's autodiff through either formulation, and conv_transpose2d_vjp on the backend's tensors."""
     if not backend.has_autodiff:
         pytest.skip(f"{backend.name} has no automatic differentiation")
-    _, x_shape, k_shape, stride, pads, dilation, extra = case
-    rng = np.random.default_rng(11)
-    X, K = rng.standard_normal(x_shape).astype(np.float32), rng.standard_normal(k_shape).astype(np.float32)
-    bias = rng.standard_normal(k_shape[1:2]).astype(np.float32)
-    if data_format == "channels_last":
-        X, K = tc.to_last(X), tc.to_last(K, kernel=True)
-    geometry = tc.options(stride, pads, dilation, extra, data_format)
-    dY = rng.standard_normal(cl.conv_transpose2d(X, K, **geometry).shape).astype(np.float32)
+    X, K, bias, dY, geometry = tc.gradient_operands(case, data_format)
     x, k, b, dy = (backend.asarray(a, "float32") for a in (X, K, bias, dY))
     axes = tuple(range(dY.ndim))
 

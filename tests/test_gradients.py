@@ -5,18 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import reference
+from adapter_cases import CONV_CASES, CONV_IDS
 
 import convlab as cl
-
-CASES = [
-    # (X shape, K shape, stride, padding, dilation)
-    ((1, 1, 5, 6), (1, 1, 2, 3), 1, 0, 1),
-    ((2, 3, 7, 7), (4, 3, 3, 3), 2, 1, 1),
-    ((1, 2, 8, 9), (3, 2, 2, 3), (2, 3), ((0, 2), (1, 0)), (2, 1)),
-    ((1, 2, 7, 6), (2, 2, 3, 2), 3, "same", 1),
-    ((2, 1, 9, 9), (1, 1, 3, 3), 2, "valid", 2),
-    ((1, 2, 6, 6), (2, 2, 4, 4), 2, "same", 1),  # even kernel: odd extra pad at the bottom/right
-]
 
 
 def _pads(padding, x_shape, k_shape, stride, dilation):
@@ -28,7 +19,7 @@ def _pads(padding, x_shape, k_shape, stride, dilation):
     return s, geometry.pads, d
 
 
-@pytest.mark.parametrize("x_shape, k_shape, stride, padding, dilation", CASES)
+@pytest.mark.parametrize("x_shape, k_shape, stride, padding, dilation", CONV_CASES, ids=CONV_IDS)
 def test_vjp_matches_finite_differences_float64(x_shape, k_shape, stride, padding, dilation):
     """The reference backend in float64 against central differences of the oracle."""
     rng = np.random.default_rng(11)
@@ -57,7 +48,7 @@ def _exact_gradients(X, K, dY, s, pads, d):
     return dX, dK
 
 
-@pytest.mark.parametrize("x_shape, k_shape, stride, padding, dilation", CASES)
+@pytest.mark.parametrize("x_shape, k_shape, stride, padding, dilation", CONV_CASES, ids=CONV_IDS)
 def test_vjp_on_every_backend_integer_inputs_exact(backend, x_shape, k_shape, stride, padding, dilation):
     rng = np.random.default_rng(12)
     X = rng.integers(-3, 4, size=x_shape).astype(np.float32)
@@ -65,14 +56,8 @@ def test_vjp_on_every_backend_integer_inputs_exact(backend, x_shape, k_shape, st
     s, pads, d = _pads(padding, x_shape, k_shape, stride, dilation)
     out = cl.output_shape(x_shape, k_shape, stride=stride, padding=padding, dilation=dilation)
     dY = rng.integers(-2, 3, size=out).astype(np.float32)
-    dX, dK, dbias = cl.conv2d_vjp(
-        backend.asarray(X, "float32"),
-        backend.asarray(K, "float32"),
-        backend.asarray(dY, "float32"),
-        stride=stride,
-        padding=padding,
-        dilation=dilation,
-    )
+    tensors = (backend.asarray(a, "float32") for a in (X, K, dY))
+    dX, dK, dbias = cl.conv2d_vjp(*tensors, stride=stride, padding=padding, dilation=dilation)
     expected_dX, expected_dK = _exact_gradients(X, K, dY, s, pads, d)
     np.testing.assert_array_equal(backend.to_numpy(dX), expected_dX)
     np.testing.assert_array_equal(backend.to_numpy(dK), expected_dK)

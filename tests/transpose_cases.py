@@ -9,6 +9,7 @@ training step against the same VJP.
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import reference
 
 import convlab as cl
@@ -51,21 +52,18 @@ def to_last(x: np.ndarray, kernel: bool = False) -> np.ndarray:
     return np.ascontiguousarray(x.transpose((2, 3, 1, 0) if kernel else (0, 2, 3, 1)))
 
 
-def crop_full(full: np.ndarray, pads, out_hw, channels_last: bool = False) -> np.ndarray:
-    """The rows and columns ``pads`` keep of a full (unpadded) transposed result, zero rows past its end added.
+def crop_full(full: np.ndarray, X, K, bias, stride, pads, dilation, output_padding) -> np.ndarray:
+    """The NCHW result for ``pads`` from a framework's full (unpadded, bias-free) one: the rows and columns the
+    pads keep, zero rows past its end added, plus the bias.
 
     How a test reaches asymmetric pads with a framework that pads symmetrically only.
     """
+    geometry = options(stride, pads, dilation, output_padding)
+    out_h, out_w = cl.conv_transpose2d(X, K, backend="numpy", **geometry).shape[2:]
     (top, _), (left, _) = pads
-    h_axis = 1 if channels_last else 2
-    extend = [(0, 0)] * 4
-    extend[h_axis] = (0, max(0, top + out_hw[0] - full.shape[h_axis]))
-    extend[h_axis + 1] = (0, max(0, left + out_hw[1] - full.shape[h_axis + 1]))
-    full = np.pad(full, extend)
-    index = [slice(None)] * 4
-    index[h_axis] = slice(top, top + out_hw[0])
-    index[h_axis + 1] = slice(left, left + out_hw[1])
-    return full[tuple(index)]
+    extend = ((0, 0), (0, 0), (0, max(0, top + out_h - full.shape[2])), (0, max(0, left + out_w - full.shape[3])))
+    y = np.pad(full, extend)[:, :, top : top + out_h, left : left + out_w]
+    return y if bias is None else y + bias.reshape(1, -1, 1, 1)
 
 
 def forward_bound(X, K, bias, geometry: dict, dtype: str = "float32") -> np.ndarray:
@@ -103,5 +101,63 @@ def check_gradients(grads, X, K, dY, geometry: dict, what: str, dtype: str = "fl
         reference.assert_within_bound(np.asarray(got, np.float64), want, bound, f"{what} {name}")
 
 
-def sgd_target(layer_out_shape, seed: int = 5) -> np.ndarray:
-    return np.random.default_rng(seed).standard_normal(layer_out_shape).astype(np.float32)
+def each_case_layout_and_algorithm(test):
+    """Parametrize ``test`` over GEOMETRIES (``case``), both data formats and both formulations ("auto" and
+    "correlation")."""
+    test = pytest.mark.parametrize("algorithm", ["auto", "correlation"])(test)
+    test = pytest.mark.parametrize("data_format", ["channels_first", "channels_last"])(test)
+    return pytest.mark.parametrize("case", GEOMETRIES, ids=IDS)(test)
+
+
+def check_equals_on_integers(case, data_format, algorithm, framework_transpose, tensor, to_numpy, expressible=None):
+    """convlab's float32 conv_transpose2d of integer data, on the framework's tensors (``tensor``), equals the
+    framework's own op exactly: ``framework_transpose(X, K, bias, stride, pads, dilation, output_padding)``, NCHW;
+    the oracle's where ``expressible`` of the same geometry is false (the framework has no such op).
+
+    Returns convlab's result, for the caller's checks of its type.
+    """
+    _, x_shape, k_shape, stride, pads, dilation, extra = case
+    rng = np.random.default_rng(len(case[0]))
+    X, K, bias = integers(rng, x_shape), integers(rng, k_shape), integers(rng, k_shape[1:2])
+    if expressible is None or expressible(stride, pads, dilation, extra):
+        expected = framework_transpose(X, K, bias, stride, pads, dilation, extra)
+    else:
+        expected = reference.conv_transpose2d(X, K, bias, stride, pads, dilation, extra).astype(np.float32)
+    x, k = (to_last(X), to_last(K, kernel=True)) if data_format == "channels_last" else (X, K)
+    geometry = options(stride, pads, dilation, extra, data_format)
+    y = cl.conv_transpose2d(tensor(x), tensor(k), tensor(bias), algorithm=algorithm, **geometry)
+    got = to_numpy(y)
+    np.testing.assert_array_equal(got.transpose(0, 3, 1, 2) if data_format == "channels_last" else got, expected)
+    return y
+
+
+def gradient_operands(case, data_format):
+    """Random float32 X, K, bias and cotangent dY for a GEOMETRIES case in ``data_format``, and its options."""
+    _, x_shape, k_shape, stride, pads, dilation, extra = case
+    rng = np.random.default_rng(11)
+    X, K = rng.standard_normal(x_shape).astype(np.float32), rng.standard_normal(k_shape).astype(np.float32)
+    bias = rng.standard_normal(k_shape[1:2]).astype(np.float32)
+    if data_format == "channels_last":
+        X, K = to_last(X), to_last(K, kernel=True)
+    geometry = options(stride, pads, dilation, extra, data_format)
+    dY = rng.standard_normal(cl.conv_transpose2d(X, K, **geometry).shape).astype(np.float32)
+    return X, K, bias, dY, geometry
+
+
+def training_problem(backend: str):
+    """The layer the adapters' training tests step (ConvTranspose2D 2 -> 3 channels, 3x3, stride 2, padding 1,
+    output_padding 1, seed 4) on ``backend``, an input X (2, 2, 4, 5) and a target of the output's shape."""
+    layer = cl.ConvTranspose2D(3, 2, 3, stride=2, padding=1, output_padding=1, seed=4, backend=backend)
+    X = np.random.default_rng(0).standard_normal((2, 2, 4, 5)).astype(np.float32)
+    return layer, X, np.random.default_rng(5).standard_normal((2, 3, 8, 10)).astype(np.float32)
+
+
+def check_sgd_step(X, dY, before, grads, after, learning_rate=1e-3) -> None:
+    """One SGD step of the training_problem layer: its (weight, bias) gradients within the section 4 bound of
+    the closed-form VJP at (X, dY), and the parameters ``after`` equal to ``before - learning_rate * grads``."""
+    geometry = options((2, 2), ((1, 1), (1, 1)), (1, 1), (1, 1))
+    expected, bounds = vjp_reference_and_bounds(X, before[0], dY, geometry)
+    for name, grad, want, bound in zip(("weight", "bias"), grads, expected[1:], bounds[1:]):
+        reference.assert_within_bound(grad, want, bound, f"{name} gradient")
+    for new, old, grad in zip(after, before, grads):
+        np.testing.assert_allclose(new, old - learning_rate * grad, rtol=1e-6, atol=1e-7)

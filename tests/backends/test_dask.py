@@ -18,17 +18,15 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import selected_backends
+from conftest import require_adapter
 
 import convlab as cl
 from convlab import testing
 
 dask = pytest.importorskip("dask")
+require_adapter("dask")
 da = pytest.importorskip("dask.array")
-try:
-    cl.get_backend("dask")
-except cl.BackendNotAvailableError as error:  # dask installed but not the adapter
-    pytest.skip(f"convlab-dask not installed: {error}", allow_module_level=True)
+pytestmark = pytest.mark.only_backend("dask")  # run only in the dask session (before the cluster starts)
 
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
@@ -38,18 +36,9 @@ PADDINGS = [0, 2, (1, 2), ((0, 2), (3, 1)), "valid", "same", 4]  # 4: wider than
 CHUNKS = [1, 2, 3, 5, "full"]
 
 
-@pytest.fixture(autouse=True)
-def _dask_selected(request):
-    """Run only in the dask session: when dask is among the selected backends."""
-    if "dask" not in selected_backends(request.config):
-        pytest.skip("dask is not among the selected backends")
-
-
 @pytest.fixture(scope="module")
-def cluster(request):
+def cluster():
     """Two worker processes with one thread each: tasks are pickled, shipped and run in other interpreters."""
-    if "dask" not in selected_backends(request.config):
-        pytest.skip("dask is not among the selected backends")
     distributed = pytest.importorskip("distributed")
     with (
         distributed.LocalCluster(

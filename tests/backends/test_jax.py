@@ -21,16 +21,15 @@ import numpy as np
 import pytest
 import reference
 from adapter_cases import BAD_INPUT, CONV_CASES, CONV_IDS, POOL_CASES, POOL_IDS
+from conftest import require_adapter
 
 import convlab as cl
 from convlab import testing
 
 jax = pytest.importorskip("jax")
+require_adapter("jax")
 jnp = jax.numpy
-try:
-    BACKEND = cl.get_backend("jax")
-except cl.BackendNotAvailableError as error:  # jax installed but not the adapter
-    pytest.skip(f"convlab-jax not installed: {error}", allow_module_level=True)
+BACKEND = cl.get_backend("jax")
 
 RNG = np.random.default_rng(2025)
 

@@ -11,34 +11,23 @@ runs are also checked against the float64 NumPy oracle, so that a fault common t
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import reference
 import rounding_bounds
-from conftest import selected_backends
+from conftest import require_adapter
+from distributed_scripts import run_script
 
 import convlab as cl
 
 jax = pytest.importorskip("jax")
+require_adapter("jax")
 jnp = jax.numpy
-try:
-    cl.get_backend("jax")
-except cl.BackendNotAvailableError as error:  # jax installed but not the adapter
-    pytest.skip(f"convlab-jax not installed: {error}", allow_module_level=True)
+pytestmark = pytest.mark.only_backend("jax")  # run only in the jax session
 
-SCRIPT = os.path.join(os.path.dirname(__file__), "distributed_scripts", "jax_sharding.py")
 PADS = ((1, 1), (1, 1))
 U = rounding_bounds.UNIT_ROUNDOFF["float32"]
-
-
-@pytest.fixture(autouse=True)
-def _jax_selected(request):
-    """Run only in the jax session: when jax is among the selected backends."""
-    if "jax" not in selected_backends(request.config):
-        pytest.skip("jax is not among the selected backends")
 
 
 def problem():
@@ -97,14 +86,7 @@ def test_jit_on_inputs_sharded_over_two_devices_equals_unsharded(tmp_path):
     np.savez(tmp_path / "inputs.npz", X=X, T=T, K=K, b=b)
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     env.pop("XLA_FLAGS", None)  # the script sets the device count itself
-    done = subprocess.run(
-        [sys.executable, SCRIPT, str(tmp_path / "inputs.npz"), str(tmp_path / "sharded.npz")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-4000:]
+    run_script("jax_sharding.py", tmp_path / "inputs.npz", tmp_path / "sharded.npz", env=env)
     sharded = np.load(tmp_path / "sharded.npz")
 
     expected, layer = unsharded(X, T, K, b)

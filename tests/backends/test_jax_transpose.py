@@ -7,16 +7,14 @@ import numpy as np
 import pytest
 import reference
 import transpose_cases as tc
+from conftest import require_adapter
 
 import convlab as cl
 
 jax = pytest.importorskip("jax")
+require_adapter("jax")
 jnp = jax.numpy
 lax = jax.lax
-try:
-    cl.get_backend("jax")
-except cl.BackendNotAvailableError as error:
-    pytest.skip(f"convlab-jax not installed: {error}", allow_module_level=True)
 
 
 def jax_transpose(X, K, stride, pads, dilation, output_padding):
@@ -34,21 +32,15 @@ def jax_transpose(X, K, stride, pads, dilation, output_padding):
     )  # fmt: skip
 
 
-@pytest.mark.parametrize("case", tc.GEOMETRIES, ids=tc.IDS)
-@pytest.mark.parametrize("data_format", ["channels_first", "channels_last"])
-@pytest.mark.parametrize("algorithm", ["auto", "correlation"])
+@tc.each_case_layout_and_algorithm
 def test_equals_lax_conv_transpose_on_integers(case, data_format, algorithm):
-    _, x_shape, k_shape, stride, pads, dilation, extra = case
-    rng = np.random.default_rng(len(case[0]))
-    X, K, bias = tc.integers(rng, x_shape), tc.integers(rng, k_shape), tc.integers(rng, k_shape[1:2])
-    expected = jax_transpose(X, K, stride, pads, dilation, extra) + bias.reshape(1, -1, 1, 1)
-    np.testing.assert_array_equal(expected, reference.conv_transpose2d(X, K, bias, stride, pads, dilation, extra))
-    x, k = (tc.to_last(X), tc.to_last(K, kernel=True)) if data_format == "channels_last" else (X, K)
-    geometry = tc.options(stride, pads, dilation, extra, data_format)
-    y = cl.conv_transpose2d(jnp.asarray(x), jnp.asarray(k), jnp.asarray(bias), algorithm=algorithm, **geometry)
+    def lax_and_bias(X, K, bias, *geometry):
+        expected = jax_transpose(X, K, *geometry) + bias.reshape(1, -1, 1, 1)
+        np.testing.assert_array_equal(expected, reference.conv_transpose2d(X, K, bias, *geometry))
+        return expected
+
+    y = tc.check_equals_on_integers(case, data_format, algorithm, lax_and_bias, jnp.asarray, np.asarray)
     assert isinstance(y, jax.Array) and y.dtype == jnp.float32
-    y = np.asarray(y)
-    np.testing.assert_array_equal(y.transpose(0, 3, 1, 2) if data_format == "channels_last" else y, expected)
 
 
 @pytest.mark.parametrize("case", tc.GEOMETRIES[:6], ids=tc.IDS[:6])
@@ -65,18 +57,9 @@ def test_jit_and_vmap_equal_eager(case):
     np.testing.assert_array_equal(np.asarray(mapped[1]), 2 * np.asarray(eager))
 
 
-@pytest.mark.parametrize("case", tc.GEOMETRIES, ids=tc.IDS)
-@pytest.mark.parametrize("data_format", ["channels_first", "channels_last"])
-@pytest.mark.parametrize("algorithm", ["auto", "correlation"])
+@tc.each_case_layout_and_algorithm
 def test_grad_equals_the_closed_form_vjp(case, data_format, algorithm):
-    _, x_shape, k_shape, stride, pads, dilation, extra = case
-    rng = np.random.default_rng(11)
-    X, K = rng.standard_normal(x_shape).astype(np.float32), rng.standard_normal(k_shape).astype(np.float32)
-    bias = rng.standard_normal(k_shape[1:2]).astype(np.float32)
-    if data_format == "channels_last":
-        X, K = tc.to_last(X), tc.to_last(K, kernel=True)
-    geometry = tc.options(stride, pads, dilation, extra, data_format)
-    dY = rng.standard_normal(cl.conv_transpose2d(X, K, **geometry).shape).astype(np.float32)
+    X, K, bias, dY, geometry = tc.gradient_operands(case, data_format)
 
     def loss(x, k, b):
         return jnp.sum(cl.conv_transpose2d(x, k, b, algorithm=algorithm, **geometry) * dY)
@@ -90,11 +73,9 @@ def test_grad_equals_the_closed_form_vjp(case, data_format, algorithm):
 
 
 def test_layer_is_a_pytree_and_trains_one_step():
-    layer = cl.ConvTranspose2D(3, 2, 3, stride=2, padding=1, output_padding=1, seed=4, backend="jax")
+    layer, X, target = tc.training_problem("jax")
     leaves = jax.tree_util.tree_leaves(layer)
     assert len(leaves) == 2 and leaves[0].shape == (2, 3, 3, 3) and "conv_transpose2d" in repr(layer)
-    X = np.random.default_rng(0).standard_normal((2, 2, 4, 5)).astype(np.float32)
-    target = tc.sgd_target((2, 3, 8, 10))
 
     def loss(model):
         return jnp.sum((model(jnp.asarray(X)) - target) ** 2)
@@ -103,13 +84,8 @@ def test_layer_is_a_pytree_and_trains_one_step():
     assert type(grads) is type(layer) and grads.weight.dtype == jnp.float32
     updated = jax.tree_util.tree_map(lambda p, g: p - 1e-3 * g, layer, grads)
     assert float(loss(updated)) < float(value)
-    weight = np.asarray(layer.weight)
     dY = 2 * (np.asarray(layer(jnp.asarray(X))) - target)
-    geometry = tc.options((2, 2), ((1, 1), (1, 1)), (1, 1), (1, 1))
-    expected, bounds = tc.vjp_reference_and_bounds(X, weight, dY, geometry)
-    reference.assert_within_bound(np.asarray(grads.weight), expected[1], bounds[1], "weight gradient")
-    reference.assert_within_bound(np.asarray(grads.bias), expected[2], bounds[2], "bias gradient")
-    np.testing.assert_allclose(np.asarray(updated.weight), weight - 1e-3 * np.asarray(grads.weight), rtol=1e-6)
+    tc.check_sgd_step(X, dY, *([np.asarray(m.weight), np.asarray(m.bias)] for m in (layer, grads, updated)))
 
 
 def test_layer_channels_last_equals_channels_first():

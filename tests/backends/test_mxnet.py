@@ -231,6 +231,19 @@ def test_conv2d_layer_has_the_seeded_weights_and_can_be_reinitialized(mxb):
     np.testing.assert_array_equal(layer.bias.data().asnumpy(), bias)
 
 
+def gluon_losses(block, optimizer: str, learning_rate: float, steps: int, loss) -> list:
+    """``steps`` steps of gluon.Trainer over ``block``'s parameters on ``loss()``, recorded by autograd: the losses."""
+    trainer = gluon.Trainer(block.collect_params(), optimizer, {"learning_rate": learning_rate})
+    losses = []
+    for _ in range(steps):
+        with autograd.record():
+            value = loss()
+        value.backward()
+        trainer.step(1)
+        losses.append(float(value))
+    return losses
+
+
 @pytest.mark.parametrize("hybridize", [False, True])
 def test_conv2d_layer_trains_with_gluon_trainer(mxb, hybridize):
     """The book's edge-detector, learned with autograd.record and gluon.Trainer, as a user of Gluon would."""
@@ -239,14 +252,7 @@ def test_conv2d_layer_trains_with_gluon_trainer(mxb, hybridize):
         layer.hybridize()
     X = as_mx(cl.images.stripes().reshape(1, 1, 6, 8))
     Y = cl.conv2d(X, mnp.array([[[[1.0, -1.0]]]]))
-    trainer = gluon.Trainer(layer.collect_params(), "sgd", {"learning_rate": 3e-2})
-    losses = []
-    for _ in range(10):
-        with autograd.record():
-            loss = ((layer(X) - Y) ** 2).sum()
-        loss.backward()
-        trainer.step(1)
-        losses.append(float(loss))
+    losses = gluon_losses(layer, "sgd", 3e-2, 10, lambda: ((layer(X) - Y) ** 2).sum())
     expected = cl.train_kernel(cl.images.stripes(), Y.asnumpy()[0, 0], epochs=10, seed=0, backend="numpy").losses
     np.testing.assert_allclose(losses, expected, rtol=64 * U32 * 10)
 
@@ -272,14 +278,7 @@ def test_small_gluon_model_trains_hybridized(mxb):
     eager = net(X).asnumpy()
     net.hybridize()
     np.testing.assert_allclose(net(X).asnumpy(), eager, rtol=1e-5, atol=1e-6)
-    trainer = gluon.Trainer(net.collect_params(), "adam", {"learning_rate": 1e-2})
-    losses = []
-    for _ in range(8):
-        with autograd.record():
-            loss = ((net(X) - target) ** 2).mean()
-        loss.backward()
-        trainer.step(1)
-        losses.append(float(loss))
+    losses = gluon_losses(net, "adam", 1e-2, 8, lambda: ((net(X) - target) ** 2).mean())
     assert losses[-1] < losses[0] * 0.8
 
 

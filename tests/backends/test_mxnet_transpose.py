@@ -20,7 +20,7 @@ from mxnet import autograd, gluon, npx  # noqa: E402
 from mxnet import np as mnp  # noqa: E402
 
 
-def expressible(stride, pads, output_padding) -> bool:
+def expressible(stride, pads, dilation, output_padding) -> bool:
     """MXNet's Deconvolution pads symmetrically and needs adj (output_padding) smaller than the stride."""
     return all(e < s for e, s in zip(output_padding, stride))
 
@@ -34,30 +34,16 @@ def mxnet_transpose(X, K, bias, stride, pads, dilation, output_padding):
         y = npx.deconvolution(mnp.array(X), mnp.array(K), b, pad=pad, adj=output_padding, no_bias=b is None, **options)
         return y.asnumpy()
     full = npx.deconvolution(mnp.array(X), mnp.array(K), no_bias=True, **options).asnumpy()
-    out_hw = cl.conv_transpose2d(
-        X, K, stride=stride, padding=pads, dilation=dilation, output_padding=output_padding
-    ).shape[2:]
-    y = tc.crop_full(full, pads, out_hw)
-    return y if bias is None else y + bias.reshape(1, -1, 1, 1)
+    return tc.crop_full(full, X, K, bias, stride, pads, dilation, output_padding)
 
 
-@pytest.mark.parametrize("case", tc.GEOMETRIES, ids=tc.IDS)
-@pytest.mark.parametrize("data_format", ["channels_first", "channels_last"])
-@pytest.mark.parametrize("algorithm", ["auto", "correlation"])
+@tc.each_case_layout_and_algorithm
 def test_equals_mxnets_deconvolution_on_integers(case, data_format, algorithm):
-    _, x_shape, k_shape, stride, pads, dilation, extra = case
-    rng = np.random.default_rng(len(case[0]))
-    X, K, bias = tc.integers(rng, x_shape), tc.integers(rng, k_shape), tc.integers(rng, k_shape[1:2])
-    if expressible(stride, pads, extra):
-        expected = mxnet_transpose(X, K, bias, stride, pads, dilation, extra)
-    else:  # adj >= stride: MXNet has no such deconvolution; the oracle (and convlab's fallback) still do
-        expected = reference.conv_transpose2d(X, K, bias, stride, pads, dilation, extra).astype(np.float32)
-    x, k = (tc.to_last(X), tc.to_last(K, kernel=True)) if data_format == "channels_last" else (X, K)
-    geometry = tc.options(stride, pads, dilation, extra, data_format)
-    y = cl.conv_transpose2d(mnp.array(x), mnp.array(k), mnp.array(bias), algorithm=algorithm, **geometry)
+    # adj >= stride: MXNet has no such deconvolution; the oracle (and convlab's fallback) still do
+    y = tc.check_equals_on_integers(
+        case, data_format, algorithm, mxnet_transpose, mnp.array, mnp.ndarray.asnumpy, expressible
+    )
     assert isinstance(y, mnp.ndarray) and y.dtype == np.float32
-    y = y.asnumpy()
-    np.testing.assert_array_equal(y.transpose(0, 3, 1, 2) if data_format == "channels_last" else y, expected)
 
 
 def test_deconvolution_runs_except_for_computed_weights_under_autograd(monkeypatch):
@@ -110,12 +96,10 @@ def test_why_no_deconvolution_under_autograd():
 
 @pytest.mark.parametrize("hybridize", [False, True])
 def test_layer_is_a_gluon_block_and_trains_one_step(hybridize):
-    layer = cl.ConvTranspose2D(3, 2, 3, stride=2, padding=1, output_padding=1, seed=4, backend="mxnet")
+    layer, X, target = tc.training_problem("mxnet")
     assert isinstance(layer, gluon.HybridBlock) and "conv_transpose2d" in repr(layer)
     if hybridize:
         layer.hybridize()  # the layer itself still runs imperatively (cl.conv_transpose2d)
-    X = np.random.default_rng(0).standard_normal((2, 2, 4, 5)).astype(np.float32)
-    target = tc.sgd_target((2, 3, 8, 10))
     weight, bias = layer.weight.data().asnumpy().copy(), layer.bias.data().asnumpy().copy()
     trainer = gluon.Trainer(layer.collect_params(), "sgd", {"learning_rate": 1e-3})
     with autograd.record():
@@ -126,12 +110,7 @@ def test_layer_is_a_gluon_block_and_trains_one_step(hybridize):
     trainer.step(1)
     assert float(((layer(mnp.array(X)) - mnp.array(target)) ** 2).sum()) < float(loss)
     dY = 2 * (y.asnumpy() - target)
-    geometry = tc.options((2, 2), ((1, 1), (1, 1)), (1, 1), (1, 1))
-    expected, bounds = tc.vjp_reference_and_bounds(X, weight, dY, geometry)
-    reference.assert_within_bound(grads[0], expected[1], bounds[1], "weight gradient")
-    reference.assert_within_bound(grads[1], expected[2], bounds[2], "bias gradient")
-    np.testing.assert_allclose(layer.weight.data().asnumpy(), weight - 1e-3 * grads[0], rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(layer.bias.data().asnumpy(), bias - 1e-3 * grads[1], rtol=1e-6, atol=1e-7)
+    tc.check_sgd_step(X, dY, (weight, bias), grads, (layer.weight.data().asnumpy(), layer.bias.data().asnumpy()))
 
 
 def test_layer_channels_last_equals_channels_first():

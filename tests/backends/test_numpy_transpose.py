@@ -45,10 +45,8 @@ def test_float32_vjp_within_the_bound(case):
 
 
 def test_layer_is_the_numpy_class_and_trains_one_step():
-    layer = cl.ConvTranspose2D(3, 2, 3, stride=2, padding=1, output_padding=1, seed=4, backend="numpy")
+    layer, X, target = tc.training_problem("numpy")
     assert type(layer).__name__ == "NumpyConv2D" and layer.weight.shape == (2, 3, 3, 3)
-    X = np.random.default_rng(0).standard_normal((2, 2, 4, 5)).astype(np.float32)
-    target = tc.sgd_target((2, 3, 8, 10))
     weight, bias = layer.weight.copy(), layer.bias.copy()
     y = layer(X)
     loss = float(((y - target) ** 2).sum())

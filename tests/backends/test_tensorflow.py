@@ -20,17 +20,16 @@ import textwrap
 import numpy as np
 import pytest
 from adapter_cases import EVERY_OP, EVERY_OP_IDS
+from conftest import require_adapter
 
 import convlab as cl
 from convlab import testing
 from convlab.layers import initial_weights
 
 tf = pytest.importorskip("tensorflow")
+require_adapter("tensorflow")
 keras = pytest.importorskip("keras")
-try:
-    BACKEND = cl.get_backend("tensorflow")
-except cl.BackendNotAvailableError as error:  # TensorFlow installed but not the adapter
-    pytest.skip(f"convlab-tensorflow not installed: {error}", allow_module_level=True)
+BACKEND = cl.get_backend("tensorflow")
 
 TF_DIR = os.path.dirname(tf.__file__)
 RNG = np.random.default_rng(2024)

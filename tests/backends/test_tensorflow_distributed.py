@@ -10,33 +10,22 @@ float64 trajectory checks the single-device run itself, so that a fault common t
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import rounding_bounds
-from conftest import selected_backends
+from conftest import require_adapter
+from distributed_scripts import run_script
 
 import convlab as cl
 
 tf = pytest.importorskip("tensorflow")
+require_adapter("tensorflow")
 keras = pytest.importorskip("keras")
-try:
-    cl.get_backend("tensorflow")
-except cl.BackendNotAvailableError as error:  # TensorFlow installed but not the adapter
-    pytest.skip(f"convlab-tensorflow not installed: {error}", allow_module_level=True)
+pytestmark = pytest.mark.only_backend("tensorflow")  # run only in the tensorflow session
 
-SCRIPT = os.path.join(os.path.dirname(__file__), "distributed_scripts", "tf_mirrored.py")
 PADS = ((1, 1), (1, 1))
 LR, STEPS = 0.4, 5
-
-
-@pytest.fixture(autouse=True)
-def _tensorflow_selected(request):
-    """Run only in the tensorflow session: when tensorflow is among the selected backends."""
-    if "tensorflow" not in selected_backends(request.config):
-        pytest.skip("tensorflow is not among the selected backends")
 
 
 def problem():
@@ -74,14 +63,7 @@ def test_mirrored_strategy_fit_trains_like_one_device(tmp_path):
     X, T, weight0, bias0 = problem()
     np.savez(tmp_path / "inputs.npz", X=X, T=T, weight=weight0, bias=bias0, lr=LR, steps=STEPS)
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
-    done = subprocess.run(
-        [sys.executable, SCRIPT, str(tmp_path / "inputs.npz"), str(tmp_path / "mirrored.npz")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-4000:]
+    run_script("tf_mirrored.py", tmp_path / "inputs.npz", tmp_path / "mirrored.npz", env=env)
     mirrored = np.load(tmp_path / "mirrored.npz")
     assert int(mirrored["replicas"]) == 2 and str(mirrored["dtype"]) == "float64"
 

@@ -17,14 +17,12 @@ import sys
 import numpy as np
 import pytest
 from adapter_cases import EVERY_OP, EVERY_OP_IDS, POOL_CASES, pool_ids
+from conftest import require_adapter
 
 import convlab as cl
 
 torch = pytest.importorskip("torch")
-try:
-    cl.get_backend("torch")
-except cl.BackendNotAvailableError as error:  # torch installed but not the adapter
-    pytest.skip(f"convlab-torch not installed: {error}", allow_module_level=True)
+require_adapter("torch")
 
 TORCH_DIR = os.path.dirname(torch.__file__)
 RNG = np.random.default_rng(2024)

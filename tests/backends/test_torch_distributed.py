@@ -9,36 +9,24 @@ the single-process run itself, so that a fault common to both runs cannot pass.
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import rounding_bounds
-from conftest import selected_backends
+from conftest import require_adapter
+from distributed_scripts import run_script
 
 import convlab as cl
 
 torch = pytest.importorskip("torch")
-try:
-    cl.get_backend("torch")
-except cl.BackendNotAvailableError as error:  # torch installed but not the adapter
-    pytest.skip(f"convlab-torch not installed: {error}", allow_module_level=True)
+require_adapter("torch")
 dist = pytest.importorskip("torch.distributed")
+pytestmark = pytest.mark.only_backend("torch")  # run only in the torch session
 
-SCRIPTS = os.path.join(os.path.dirname(__file__), "distributed_scripts")
 PADDING = 1
 PADS = ((PADDING, PADDING), (PADDING, PADDING))
 LR, STEPS = 0.4, 6
-
-
-@pytest.fixture(autouse=True)
-def _torch_selected(request):
-    """Run only in the torch session: when torch is among the selected backends."""
-    if "torch" not in selected_backends(request.config):
-        pytest.skip("torch is not among the selected backends")
 
 
 def free_port() -> int:
@@ -64,14 +52,7 @@ def test_ddp_two_processes_train_like_one_process_on_the_whole_batch(tmp_path):
     inputs = tmp_path / "inputs.npz"
     np.savez(inputs, X=X, T=T, weight=weight0, bias=bias0, lr=LR, steps=STEPS, padding=PADDING)
 
-    script = os.path.join(SCRIPTS, "torch_ddp.py")
-    done = subprocess.run(
-        [sys.executable, script, str(inputs), str(tmp_path / "rank"), str(free_port())],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-4000:]
+    run_script("torch_ddp.py", inputs, tmp_path / "rank", free_port())
     ranks = [np.load(tmp_path / f"rank{rank}.npz") for rank in range(2)]
     assert [int(r["world_size"]) for r in ranks] == [2, 2] and str(ranks[0]["backend"]) == "gloo"
 

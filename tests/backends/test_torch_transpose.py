@@ -7,14 +7,12 @@ import numpy as np
 import pytest
 import reference
 import transpose_cases as tc
+from conftest import require_adapter
 
 import convlab as cl
 
 torch = pytest.importorskip("torch")
-try:
-    cl.get_backend("torch")
-except cl.BackendNotAvailableError as error:
-    pytest.skip(f"convlab-torch not installed: {error}", allow_module_level=True)
+require_adapter("torch")
 
 F = torch.nn.functional
 
@@ -27,29 +25,13 @@ def torch_transpose(X, K, bias, stride, pads, dilation, output_padding):
         padding = tuple(p for p, _ in pads)
         return F.conv_transpose2d(x, k, b, stride, padding, output_padding, 1, dilation).numpy()
     full = F.conv_transpose2d(x, k, None, stride, 0, 0, 1, dilation).numpy()
-    out_hw = cl.conv_transpose2d(
-        X, K, stride=stride, padding=pads, dilation=dilation, output_padding=output_padding
-    ).shape[2:]
-    y = tc.crop_full(full, pads, out_hw)
-    return y if bias is None else y + bias.reshape(1, -1, 1, 1)
+    return tc.crop_full(full, X, K, bias, stride, pads, dilation, output_padding)
 
 
-@pytest.mark.parametrize("case", tc.GEOMETRIES, ids=tc.IDS)
-@pytest.mark.parametrize("data_format", ["channels_first", "channels_last"])
-@pytest.mark.parametrize("algorithm", ["auto", "correlation"])
+@tc.each_case_layout_and_algorithm
 def test_equals_torchs_conv_transpose2d_on_integers(case, data_format, algorithm):
-    _, x_shape, k_shape, stride, pads, dilation, extra = case
-    rng = np.random.default_rng(len(case[0]))
-    X, K, bias = tc.integers(rng, x_shape), tc.integers(rng, k_shape), tc.integers(rng, k_shape[1:2])
-    expected = torch_transpose(X, K, bias, stride, pads, dilation, extra)
-    x, k = (tc.to_last(X), tc.to_last(K, kernel=True)) if data_format == "channels_last" else (X, K)
-    geometry = tc.options(stride, pads, dilation, extra, data_format)
-    y = cl.conv_transpose2d(
-        torch.from_numpy(x), torch.from_numpy(k), torch.from_numpy(bias), algorithm=algorithm, **geometry
-    )
+    y = tc.check_equals_on_integers(case, data_format, algorithm, torch_transpose, torch.from_numpy, torch.Tensor.numpy)
     assert isinstance(y, torch.Tensor) and y.dtype == torch.float32
-    y = y.numpy()
-    np.testing.assert_array_equal(y.transpose(0, 3, 1, 2) if data_format == "channels_last" else y, expected)
 
 
 @pytest.mark.parametrize("case", tc.GEOMETRIES, ids=tc.IDS)
@@ -102,12 +84,10 @@ def test_binding_keeps_the_core_formulation_where_it_is_faster(monkeypatch, x_sh
 
 
 def test_layer_is_a_module_and_trains_one_step_with_torch_optim():
-    layer = cl.ConvTranspose2D(3, 2, 3, stride=2, padding=1, output_padding=1, seed=4, backend="torch")
+    layer, X, target = tc.training_problem("torch")
     assert isinstance(layer, torch.nn.Module)
     assert [name for name, _ in layer.named_parameters()] == ["weight", "bias"]
     assert tuple(layer.weight.shape) == (2, 3, 3, 3) and "conv_transpose2d" in repr(layer)
-    X = np.random.default_rng(0).standard_normal((2, 2, 4, 5)).astype(np.float32)
-    target = tc.sgd_target((2, 3, 8, 10))
     weight, bias = layer.weight.detach().numpy().copy(), layer.bias.detach().numpy().copy()
     optimizer = torch.optim.SGD(layer.parameters(), lr=1e-3)
     y = layer(torch.from_numpy(X))
@@ -118,12 +98,7 @@ def test_layer_is_a_module_and_trains_one_step_with_torch_optim():
     optimizer.step()
     with torch.no_grad():
         assert ((layer(torch.from_numpy(X)) - torch.from_numpy(target)) ** 2).sum().item() < loss.item()
-    geometry = tc.options((2, 2), ((1, 1), (1, 1)), (1, 1), (1, 1))
-    expected, bounds = tc.vjp_reference_and_bounds(X, weight, dY, geometry)
-    reference.assert_within_bound(grads[0], expected[1], bounds[1], "weight gradient")
-    reference.assert_within_bound(grads[1], expected[2], bounds[2], "bias gradient")
-    np.testing.assert_allclose(layer.weight.detach().numpy(), weight - 1e-3 * grads[0], rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(layer.bias.detach().numpy(), bias - 1e-3 * grads[1], rtol=1e-6, atol=1e-7)
+    tc.check_sgd_step(X, dY, (weight, bias), grads, (layer.weight.detach().numpy(), layer.bias.detach().numpy()))
 
 
 def test_layer_channels_last_and_state_dict():
