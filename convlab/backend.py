@@ -97,6 +97,11 @@ class Backend:
         """Copy a tensor to a NumPy array (tests and bundles only; no op uses this)."""
         raise NotImplementedError
 
+    def fuse(self, run: Callable[..., Any]) -> Callable[..., Any]:
+        """A plan's closure of several seam ops (reshapes around the op, a matrix product) as one compiled
+        call, where the framework has one (JAX: ``jax.jit``); it runs once per call signature. Default: as is."""
+        return run
+
     # -- array plumbing used by the core (reshapes, the analytic gradients) -----------------
     def reshape(self, x: Any, shape: Sequence[int]) -> Any:
         return x.reshape(tuple(shape))

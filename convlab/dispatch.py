@@ -213,7 +213,7 @@ class Call:
             y = primitive(reshape(x, g.x4) if x_lifted else x, reshape(k, g.k4) if k_lifted else k, bias)
             return reshape(y, out) if reshaped else y
 
-        return run
+        return run if convert is not None else backend.fuse(run)
 
     def pool(self, geometry: PoolGeometry, algorithm: str = "auto"):
         """``run(x)``: the pooling of ``geometry``, lifted, with ``algorithm``."""
@@ -229,7 +229,7 @@ class Call:
             y = primitive(reshape(x, g.x4) if g.x_lifted else x)
             return y if g.out == g.out4 else reshape(y, g.out)
 
-        return run
+        return run if convert is not None else backend.fuse(run)
 
 
 def _bind(backend: Backend, method: str, geometry: Any) -> Callable[..., Any]:
@@ -309,17 +309,18 @@ def dispatch(op: Operation, backend: BackendArg, values: tuple, options: tuple) 
             key.append(owner if owner is not None else registry.default_backend_name())
         key = tuple(key)
         plan = _PLANS[key]
-    except KeyError:
-        plan = _build(op, backend, values, options, key)
+    except KeyError:  # built outside the handler: a validation error must not chain a KeyError
+        plan = None
     except (AttributeError, TypeError):  # lists, or unhashable arguments: no plan is kept
-        plan = _build(op, backend, values, options, None)
-    else:
-        if plan.tensors:  # every tensor on the plan's device, or a plan for theirs ("auto" chooses per device)
-            probe, on_device = plan.probe, plan.on_device
-            for i in plan.tensors:
-                if (getattr(values[i], probe) if probe else plan.device_of(values[i])) != on_device:
-                    plan = _for_devices(op, backend, values, options, key, plan)
-                    break
+        key = plan = None
+    if plan is None:
+        plan = _build(op, backend, values, options, key)
+    elif plan.tensors:  # every tensor on the plan's device, or a plan for theirs ("auto" chooses per device)
+        probe, on_device = plan.probe, plan.on_device
+        for i in plan.tensors:
+            if (getattr(values[i], probe) if probe else plan.device_of(values[i])) != on_device:
+                plan = _for_devices(op, backend, values, options, key, plan)
+                break
     return plan.run(*values)
 
 
