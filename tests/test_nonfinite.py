@@ -253,7 +253,10 @@ GROUP = [case for case in testing.CASES if case.group == "non-finite values"]
 
 def test_the_group_covers_the_rule():
     ops = {case.op for case in GROUP}
-    assert ops == {"conv2d", "pool2d", "pool2d_autodiff", "conv2d_vjp", "conv2d_autodiff"}
+    assert ops == {"conv2d", "pool2d", "pool2d_autodiff", "conv2d_vjp", "conv2d_autodiff"} | {
+        "conv_transpose2d",
+        "conv_transpose2d_vjp",
+    }
     kwargs = [dict(case.kwargs) for case in GROUP if case.op == "pool2d"]
     assert {k["mode"] for k in kwargs} == {"max", "avg"} and {k.get("count_include_pad") for k in kwargs} >= {False}
     assert {case.dtype for case in GROUP} == {"float32", "float64"}

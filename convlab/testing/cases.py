@@ -482,6 +482,23 @@ def _transpose_cases() -> List[Case]:
                         **options,
                     )
                 )
+    for x_shape, k_shape, stride, padding, extra, dilation in geometries[::2]:  # strided; dilated, explicit pads
+        # NaN, +inf and -inf in X (the "non-finite values" rule: IEEE arithmetic, as for conv2d)
+        options = dict(stride=stride, padding=padding, output_padding=extra, dilation=dilation)
+        name = f"{x_shape}/{k_shape}/{stride}/{padding}/{extra}/{dilation}"
+        dY = conv_transpose_geometry(x_shape, k_shape, **options).out
+        for kind, dtype in (("int-sparse-nonfinite", "float32"), ("normal-sparse-nonfinite", "float64")):
+            inputs = [("X", x_shape, kind, 1), ("K", k_shape, "taps", 1), ("bias", k_shape[1:2], "int", 1)]
+            for algorithm in ("auto", "correlation"):
+                label = f"nonfinite/transpose/{name}/{kind}/{dtype}" + ("" if algorithm == "auto" else f"/{algorithm}")
+                add(
+                    _case(label, "non-finite values", "conv_transpose2d", inputs, dtype, algorithm=algorithm, **options)
+                )
+        inputs = [("X", x_shape, "int-sparse-nonfinite", 1), ("K", k_shape, "taps", 1), ("dY", dY, "int", 1)]
+        add(_case(f"nonfinite/transpose-vjp/{name}", "non-finite values", "conv_transpose2d_vjp", inputs, **options))
+        # no autodiff case: where padding crops the full result, dK of an infinite pixel is inf in torch's and
+        # JAX's own transposed ops (a sum over the kept outputs) but NaN in TF's, MXNet's and through the core's
+        # crop (0 * inf with the cropped outputs' zero gradient); README, "NaN and infinities"
     last = [("X", (2, 5, 4, 3), "int", 1), ("K", (3, 3, 2, 3), "int", 1), ("bias", (2,), "int", 1)]
     for algorithm in ("auto", "correlation"):
         add(

@@ -232,13 +232,17 @@ class TensorflowBackend(Backend):
 
         It is the gradient of the correlation ``geometry.forward`` (this op's output to its input) with the
         output's shape given, explicit pads and output_padding included. Channels-first data moves to NHWC and
-        back (TF's CPU kernel is NHWC only); dilated kernels are spelled out (:meth:`_dilate`: TF's CPU kernel
-        refuses dilation rates above 1). benchmarks/conv_transpose.py (one thread): at stride 2 it is 3-10x
+        back (TF's CPU kernel is NHWC only); dilated kernels run the core's formulation (TF's CPU kernel refuses
+        dilation rates above 1). benchmarks/conv_transpose.py (one thread): at stride 2 it is 3-10x
         faster than the core's formulation, and at stride 1 with one to four channels 1.2-1.9x faster than one
         Conv2D; at stride 1 with 8 channels or more (:func:`_transpose_by_correlation`) that Conv2D, in the call's
         own layout (:func:`convlab.conv_transpose.stride_one_correlation`), is 1.4-4x faster, and runs there.
         """
         g = geometry.forward
+        # why: TF's CPU kernel has no dilation, and a kernel spelled out with zeros between its taps makes NaN of
+        # 0 * inf where no tap meets the pixel (the non-finite rule); the core's formulation multiplies real taps only
+        if g.dilation != (1, 1):
+            return transpose_primitive(self, x, k, bias, geometry)
         # why: output_padding >= stride has no conv2d_transpose (no correlation of the output has X's shape)
         if g.out4 != geometry.x4 or _transpose_by_correlation(g):
             inner = stride_one_correlation(geometry)
@@ -247,8 +251,6 @@ class TensorflowBackend(Backend):
             return self.conv2d(x, correlation_kernel(self, k, geometry), bias, inner)
         if not g.channels_last:  # K (C, Co, kh, kw) is the forward correlation's OIHW kernel
             x, k = self._move_axes(x, geometry.x4, NCHW_TO_NHWC), self._move_axes(k, g.k4, OIHW_TO_HWIO)
-        if g.dilation != (1, 1):
-            k = self._dilate(k, g)
         strides, padding, explicit = _nhwc_attributes(g.stride, g.pads)
         sizes = self._integers(g.x4 if g.channels_last else _nhwc(g.x4))
         y = self.ops.Conv2DBackpropInput(
