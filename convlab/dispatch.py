@@ -295,7 +295,7 @@ def _key_part(value: Any) -> Any:
 
 def dispatch(op: Operation, backend: BackendArg, values: tuple, options: tuple) -> Any:
     """Run ``op`` on ``values`` (its tensor inputs) with ``options`` (everything else, hashable or not)."""
-    key: Any = [op, backend]  # flat: each input's type, shape and dtype, the options, the owner last
+    key: Any = [op.name, backend]  # flat: each input's type, shape and dtype, the options, the owner last
     try:
         for value in values:
             if value is None:
@@ -304,7 +304,7 @@ def dispatch(op: Operation, backend: BackendArg, values: tuple, options: tuple) 
                 key += (type(value), value.shape, value.dtype)
         for option in options:
             key.append(option if type(option) is int or type(option) is str else _key_part(option))
-        if backend is None:  # neutral inputs: the default backend decides
+        if backend is None:  # _owner, inlined (one call fewer on every call): neutral inputs take the default
             owner = _cached_owner(type(values[0]))
             key.append(owner if owner is not None else registry.default_backend_name())
         key = tuple(key)
@@ -354,7 +354,7 @@ def _build(op: Operation, backend: BackendArg, values: tuple, options: tuple, ke
             _PLANS.clear()
         if backend is None:  # the key as later calls compute it, now that the tensor type's owner is known
             position = 2 + sum(1 if value is None else 3 for value in values) + len(options)
-            key = key[:position] + (_owner(values[0]),) + key[position + 1 :]
+            key = key[:position] + (_owner(values[0]),) + key[position + 1 :]  # a device may follow it
         _PLANS[key] = plan
     return plan
 
